@@ -1,0 +1,123 @@
+//! The command line: argument definitions and the dispatch to each command.
+//!
+//! Exit codes follow the Nagios plugin convention (DESIGN.md, "CLI"): 0 all operational,
+//! 1 some degraded, 2 some error or unreachable, 3 bad config or internal failure.
+
+mod check;
+mod config_check;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for a bad config or an internal failure.
+pub const EXIT_INTERNAL: u8 = 3;
+
+/// PoM: monitor public services from several hosts, alert only when a quorum agrees.
+#[derive(Debug, Parser)]
+#[command(name = "pom", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every probe once from this host, print the results, exit 0/1/2 (Nagios style).
+    Check(CheckArgs),
+    /// Work with the configuration file.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Start local demo services (healthy and broken) and check them; no setup, no network.
+    Demo(DemoArgs),
+}
+
+/// `pom config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate the config; print every problem as file:line:column; exit 3 if any.
+    Check(ConfigArg),
+}
+
+/// The `--config` option shared by commands that read the config.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file [default: $POM_CONFIG, else /etc/pom/pom.toml].
+    #[arg(long, short = 'c', env = "POM_CONFIG", default_value = "/etc/pom/pom.toml")]
+    pub config: PathBuf,
+}
+
+/// `pom check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only the checks of this target (repeatable).
+    #[arg(long, short = 't', value_name = "NAME")]
+    pub target: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// How many probes run at once [default: [agent] max_concurrent_probes].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+/// `pom demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for humans; colours only on a terminal.
+    Table,
+    /// The contract JSON: `{"results":[{"id","target","kind","status","latency_ms","detail"}]}`.
+    Json,
+}
+
+/// Runs the command and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing();
+    // The one TLS provider for the whole process: ring (CRATES.md: never aws-lc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let code = match cli.command {
+        Command::Check(args) => runtime().and_then(|rt| rt.block_on(check::run(args))),
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => config_check::run(&args),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pom: {e:#}");
+            ExitCode::from(EXIT_INTERNAL)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,11 @@
+//! The PoM agent: configuration, probes, and the command-line surfaces built on them.
+//!
+//! The binary (`main.rs`) is thin: it parses the command line and hands over to [`cli`].
+//! Everything else lives here so that tests drive the same code the binary runs.
+
+pub mod cli;
+pub mod config;
+pub mod plan;
+pub mod probe;
+pub mod runner;
+pub mod testbed;

@@ -1,0 +1,19 @@
+//! PoM's sans-IO core.
+//!
+//! This crate holds what every agent must compute identically: the status model, check ids and
+//! observations (and, as the mesh grows, the wire protocol, peer liveness, quorum verdicts and the
+//! notification log). It does no I/O and never reads the clock: time arrives as a [`Timestamp`]
+//! parameter, so the whole crate can be driven by a deterministic simulation.
+//!
+//! **Architecture invariant:** nothing here depends on tokio, sockets, a database or the system
+//! clock. CI checks this with `cargo tree -p mesh-proto -e normal`.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod check;
+mod observation;
+mod status;
+
+pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
+pub use observation::{Observation, Timestamp};
+pub use status::{Status, UnknownStatus};

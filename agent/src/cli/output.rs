@@ -90,6 +90,9 @@ fn table(rows: &[Row<'_>], colour: bool) -> Table {
             Cell::new(&row.outcome.detail),
         ]);
     }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     table
 }
 

@@ -141,16 +141,21 @@ impl Zone {
         self
     }
 
+    /// The records owned by `name`.
+    fn owned<'a>(&'a self, name: &'a Name) -> impl Iterator<Item = &'a Record> {
+        self.records.iter().filter(move |r| r.name == *name)
+    }
+
     /// The answer to one question, as a response code and answer records.
     fn answer(&self, name: &Name, rtype: RecordType) -> (ResponseCode, Vec<Record>) {
-        let owned = |n: &Name| self.records.iter().filter(move |r| r.name == *n);
-        if owned(name).next().is_none() {
+        if self.owned(name).next().is_none() {
             return (ResponseCode::NXDomain, Vec::new());
         }
         let mut answers = Vec::new();
         let mut current = name.clone();
         for _ in 0..MAX_CNAME_CHAIN {
-            let exact: Vec<Record> = owned(&current)
+            let exact: Vec<Record> = self
+                .owned(&current)
                 .filter(|r| r.record_type() == rtype)
                 .map(|r| with_owner(r, name, &current))
                 .collect();
@@ -158,7 +163,10 @@ impl Zone {
                 answers.extend(exact);
                 break;
             }
-            let Some(alias) = owned(&current).find(|r| r.record_type() == RecordType::CNAME) else {
+            let Some(alias) = self
+                .owned(&current)
+                .find(|r| r.record_type() == RecordType::CNAME)
+            else {
                 break;
             };
             answers.push(with_owner(alias, name, &current));
@@ -262,7 +270,9 @@ async fn serve_tcp(zone: Arc<Zone>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0_u8; usize::from(u16::MAX)];
     loop {
-        let Ok(len) = stream.read_u16().await else { return };
+        let Ok(len) = stream.read_u16().await else {
+            return;
+        };
         let query = &mut buf[..usize::from(len)];
         if stream.read_exact(query).await.is_err() {
             return;
@@ -349,7 +359,8 @@ fn respond(zone: &Zone, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let limit = match transport {
         Transport::Tcp => usize::from(u16::MAX),
         Transport::Udp => usize::from(query.edns.as_ref().map_or(CLASSIC_UDP_PAYLOAD, |edns| {
-            edns.max_payload().clamp(CLASSIC_UDP_PAYLOAD, SERVER_UDP_PAYLOAD)
+            edns.max_payload()
+                .clamp(CLASSIC_UDP_PAYLOAD, SERVER_UDP_PAYLOAD)
         })),
     };
     if encoded.len() > limit {
@@ -426,20 +437,33 @@ mod tests {
         for i in 0..60 {
             zone = zone.a("big.example.com", [10, 0, 0, i]);
         }
-        let reply = respond(&zone, &query("big.example.com", RecordType::A), Transport::Udp)
-            .expect("an answer");
+        let reply = respond(
+            &zone,
+            &query("big.example.com", RecordType::A),
+            Transport::Udp,
+        )
+        .expect("an answer");
         let udp = Message::from_vec(&reply).expect("decodes");
         assert!(udp.metadata.truncation);
         assert!(udp.answers.is_empty());
-        let reply = respond(&zone, &query("big.example.com", RecordType::A), Transport::Tcp)
-            .expect("an answer");
-        assert_eq!(Message::from_vec(&reply).expect("decodes").answers.len(), 60);
+        let reply = respond(
+            &zone,
+            &query("big.example.com", RecordType::A),
+            Transport::Tcp,
+        )
+        .expect("an answer");
+        assert_eq!(
+            Message::from_vec(&reply).expect("decodes").answers.len(),
+            60
+        );
     }
 
     #[tokio::test]
     async fn serves_tcp_on_the_udp_port() {
         let server = DnsServer::start(zone()).await.expect("server starts");
-        let mut stream = TcpStream::connect(server.addr()).await.expect("TCP connects");
+        let mut stream = TcpStream::connect(server.addr())
+            .await
+            .expect("TCP connects");
         for _ in 0..2 {
             let q = query("example.com", RecordType::TXT);
             let len = u16::try_from(q.len()).expect("small");

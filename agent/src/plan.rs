@@ -188,7 +188,15 @@ fn probe_spec(target: &Target, def: &CheckDef<'_>) -> Result<ProbeSpec, String> 
             let url = url()?;
             ProbeSpec::Tls(TlsSpec {
                 host: host_for_connect(&url)?,
-                port: tls.port.or(url.port_or_known_default()).unwrap_or(443),
+                // An explicit port in an https URL is where TLS is; otherwise TLS is on 443, even
+                // when the target's URL is plain http.
+                port: tls
+                    .port
+                    .or(match url.scheme() {
+                        "https" => url.port(),
+                        _ => None,
+                    })
+                    .unwrap_or(443),
                 warn_days: tls.warn_days,
                 ca_file: target.ca_file.clone(),
             })
@@ -274,7 +282,8 @@ fn host_for_connect(url: &Url) -> Result<String, String> {
 }
 
 /// Second-level labels under which registries sell third-level names (`example.co.uk`).
-const SECOND_LEVEL_REGISTRIES: &[&str] = &["co", "com", "net", "org", "gov", "edu", "ac", "ne", "or"];
+const SECOND_LEVEL_REGISTRIES: &[&str] =
+    &["co", "com", "net", "org", "gov", "edu", "ac", "ne", "or"];
 
 /// The registered domain of `host`, by a small heuristic: the last two labels, or three under a
 /// two-letter country code with a well-known second level (`shop.example.co.uk` →
@@ -292,6 +301,23 @@ pub fn registered_domain(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tls_port(url: &str) -> u16 {
+        let text = format!("[[targets]]\nname = \"t\"\nurl = \"{url}\"\n[targets.tls]\n");
+        let config = crate::config::parse(&text, "t.toml", None).expect("config");
+        match build(&config).expect("plan").remove(0).probe {
+            ProbeSpec::Tls(tls) => tls.port,
+            other => panic!("not a TLS check: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_checks_default_to_443_unless_an_https_url_names_a_port() {
+        assert_eq!(tls_port("https://a.example"), 443);
+        assert_eq!(tls_port("https://a.example:8443"), 8443);
+        assert_eq!(tls_port("http://a.example"), 443);
+        assert_eq!(tls_port("http://a.example:8080"), 443);
+    }
 
     #[test]
     fn registered_domain_strips_subdomains() {

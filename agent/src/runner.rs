@@ -14,7 +14,11 @@ use crate::probe::{self, Outcome, ProbeContext};
 ///
 /// A probe task that panics (a bug, never an answer from outside: probes do not panic on input)
 /// is reported as an `error` outcome for its check, not lost.
-pub async fn run_once(checks: &[CheckSpec], ctx: &Arc<ProbeContext>, concurrency: usize) -> Vec<Outcome> {
+pub async fn run_once(
+    checks: &[CheckSpec],
+    ctx: &Arc<ProbeContext>,
+    concurrency: usize,
+) -> Vec<Outcome> {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut ids = std::collections::HashMap::new();
@@ -36,7 +40,9 @@ pub async fn run_once(checks: &[CheckSpec], ctx: &Arc<ProbeContext>, concurrency
             Err(e) => {
                 if let Some(&index) = ids.get(&e.id()) {
                     tracing::error!(check = %checks[index].id, "probe task failed: {e}");
-                    outcomes[index] = Some(Outcome::error(format!("internal error: the probe task failed ({e})")));
+                    outcomes[index] = Some(Outcome::error(format!(
+                        "internal error: the probe task failed ({e})"
+                    )));
                 }
             }
         }

@@ -14,7 +14,10 @@ fn app() -> Router {
         .route("/api/health", get(|| async { r#"{"status":"ok"}"# }))
         .route("/login", get(|| async { "<form>" }))
         .route("/tired", get(|| async { r#"{"status":"degraded"}"# }))
-        .route("/broken", get(|| async { (StatusCode::BAD_GATEWAY, "bad gateway") }))
+        .route(
+            "/broken",
+            get(|| async { (StatusCode::BAD_GATEWAY, "bad gateway") }),
+        )
 }
 
 fn config(port: u16, dead: u16) -> String {
@@ -53,7 +56,10 @@ url = "http://127.0.0.1:{dead}"
 
 async fn pom(args: &[&str], config: &Path) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pom"));
-    cmd.args(args).arg("--config").arg(config).env_remove("POM_CONFIG");
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("POM_CONFIG");
     tokio::task::spawn_blocking(move || cmd.output().expect("run pom"))
         .await
         .expect("join")
@@ -67,11 +73,19 @@ struct Setup {
 
 async fn setup() -> Setup {
     let server = TestServer::http(app()).await.unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pom.toml");
     std::fs::write(&path, config(server.port(), dead)).unwrap();
-    Setup { _server: server, _dir: dir, path }
+    Setup {
+        _server: server,
+        _dir: dir,
+        path,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,7 +93,12 @@ async fn exit_codes_follow_the_nagios_convention() {
     let s = setup().await;
     for (target, code) in [("ok", 0), ("tired", 1), ("broken", 2), ("gone", 2)] {
         let out = pom(&["check", "--target", target], &s.path).await;
-        assert_eq!(out.status.code(), Some(code), "target {target}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "target {target}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let all = pom(&["check"], &s.path).await;
     assert_eq!(all.status.code(), Some(2));
@@ -107,9 +126,18 @@ async fn table_output_has_no_colour_off_a_terminal() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(!stdout.contains('\u{1b}'), "escape codes in {stdout:?}");
     assert!(stdout.starts_with("CHECK"), "{stdout}");
-    let broken = stdout.lines().find(|l| l.starts_with("broken/health")).expect("broken row");
-    assert!(broken.split_whitespace().nth(1) == Some("error"), "{broken}");
-    assert!(stdout.contains("5 checks: 2 operational, 1 degraded, 1 error, 1 unreachable"), "{stdout}");
+    let broken = stdout
+        .lines()
+        .find(|l| l.starts_with("broken/health"))
+        .expect("broken row");
+    assert!(
+        broken.split_whitespace().nth(1) == Some("error"),
+        "{broken}"
+    );
+    assert!(
+        stdout.contains("5 checks: 2 operational, 1 degraded, 1 error, 1 unreachable"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,11 +157,19 @@ async fn json_output_is_the_contract_shape() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_shows_every_status_and_exits_0() {
     let out = tokio::task::spawn_blocking(|| {
-        Command::new(env!("CARGO_BIN_EXE_pom")).args(["demo", "--output", "json"]).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_pom"))
+            .args(["demo", "--output", "json"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let status = |id: &str| {
         json["results"]
@@ -141,15 +177,29 @@ async fn the_demo_shows_every_status_and_exits_0() {
             .unwrap()
             .iter()
             .find(|r| r["id"].as_str().is_some_and(|i| i.starts_with(id)))
-            .map(|r| (r["status"].as_str().unwrap().to_owned(), r["detail"].as_str().unwrap().to_owned()))
+            .map(|r| {
+                (
+                    r["status"].as_str().unwrap().to_owned(),
+                    r["detail"].as_str().unwrap().to_owned(),
+                )
+            })
             .unwrap_or_else(|| panic!("no {id} in {json}"))
     };
-    for id in ["shop/health", "shop/tls", "shop/route:/login", "shop/route:/api/pilot-request", "shop/cors"] {
+    for id in [
+        "shop/health",
+        "shop/tls",
+        "shop/route:/login",
+        "shop/route:/api/pilot-request",
+        "shop/cors",
+    ] {
         assert_eq!(status(id).0, "operational", "{id}: {}", status(id).1);
     }
     let (edge_tls, detail) = status("edge/tls");
     assert_eq!(edge_tls, "error");
-    assert!(detail.contains("self-signed default certificate CN=TRAEFIK DEFAULT CERT"), "{detail}");
+    assert!(
+        detail.contains("self-signed default certificate CN=TRAEFIK DEFAULT CERT"),
+        "{detail}"
+    );
     assert_eq!(status("edge/health").0, "error");
     assert_eq!(status("api/health").0, "degraded");
     assert_eq!(status("api/tls").0, "degraded");

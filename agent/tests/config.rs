@@ -21,7 +21,10 @@ fn assert_error(text: &str, at: &str, needle: &str) {
         .lines()
         .find(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{report}"));
-    assert!(line.starts_with(&format!("pom.toml:{at}: ")), "expected at {at}: {line}");
+    assert!(
+        line.starts_with(&format!("pom.toml:{at}: ")),
+        "expected at {at}: {line}"
+    );
 }
 
 const TARGET: &str = "[[targets]]\nname = \"site\"\nurl = \"https://site.example\"\n";
@@ -35,7 +38,12 @@ fn the_design_example_parses_with_its_values_and_defaults() {
     assert_eq!(mesh.quorum, Quorum::Majority);
     assert_eq!(mesh.peers[0].name, "astra");
     let target = &config.targets[0];
-    let ids: Vec<String> = target.checks().unwrap().iter().map(|c| c.id.to_string()).collect();
+    let ids: Vec<String> = target
+        .checks()
+        .unwrap()
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
     assert_eq!(
         ids,
         [
@@ -51,9 +59,15 @@ fn the_design_example_parses_with_its_values_and_defaults() {
     let tls = target.tls.as_ref().unwrap();
     assert_eq!(tls.interval, std::time::Duration::from_secs(3600));
     assert_eq!(tls.timeout, std::time::Duration::from_secs(10));
-    assert_eq!(target.routes[0].interval, std::time::Duration::from_secs(300));
+    assert_eq!(
+        target.routes[0].interval,
+        std::time::Duration::from_secs(300)
+    );
     assert_eq!(config.alerts.cooldown, std::time::Duration::from_secs(300));
-    assert_eq!(config.heartbeats[0].max_age, std::time::Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        config.heartbeats[0].max_age,
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    );
 }
 
 #[test]
@@ -65,93 +79,189 @@ fn a_minimal_file_gets_the_contract_defaults() {
     let health = config.targets[0].health.as_ref().unwrap();
     assert_eq!((health.path.as_str(), health.method.as_str()), ("/", "GET"));
     assert_eq!(health.interval, std::time::Duration::from_secs(300));
-    assert_eq!(config.alerts.repeat_interval, std::time::Duration::from_secs(4 * 3600));
+    assert_eq!(
+        config.alerts.repeat_interval,
+        std::time::Duration::from_secs(4 * 3600)
+    );
 }
 
 #[test]
 fn syntax_errors_point_at_the_spot() {
-    assert_error("[agent]\nname = \"a\nx = 1\n", "2:10", "invalid basic string");
-    assert_error("[[targets]\nname = \"x\"\n", "1:11", "unclosed array table, expected `]`");
+    assert_error(
+        "[agent]\nname = \"a\nx = 1\n",
+        "2:10",
+        "invalid basic string",
+    );
+    assert_error(
+        "[[targets]\nname = \"x\"\n",
+        "1:11",
+        "unclosed array table, expected `]`",
+    );
 }
 
 #[test]
 fn unknown_keys_are_errors() {
-    assert_error(&format!("{TARGET}[targets.health]\nintervall = \"5m\"\n"), "5:1", "unknown field `intervall`");
+    assert_error(
+        &format!("{TARGET}[targets.health]\nintervall = \"5m\"\n"),
+        "5:1",
+        "unknown field `intervall`",
+    );
     assert_error("[agnet]\nname = \"a\"\n", "1:2", "unknown field `agnet`");
 }
 
 #[test]
 fn wrong_types_say_what_was_expected() {
-    assert_error("[agent]\nname = 5\n", "2:8", "invalid type: integer `5`, expected a string");
-    assert_error(&format!("{TARGET}[targets.health]\nexpect_status = \"200\"\n"), "5:17", "expected a sequence");
+    assert_error(
+        "[agent]\nname = 5\n",
+        "2:8",
+        "invalid type: integer `5`, expected a string",
+    );
+    assert_error(
+        &format!("{TARGET}[targets.health]\nexpect_status = \"200\"\n"),
+        "5:17",
+        "expected a sequence",
+    );
 }
 
 #[test]
 fn durations_need_units() {
-    assert_error(&format!("{TARGET}[targets.health]\ninterval = 300\n"), "5:12", "got the bare number 300: add a unit, e.g. \"300s\"");
-    assert_error(&format!("{TARGET}[targets.health]\ninterval = \"5 parsecs\"\n"), "5:12", "expected a duration such as \"30s\"");
+    assert_error(
+        &format!("{TARGET}[targets.health]\ninterval = 300\n"),
+        "5:12",
+        "got the bare number 300: add a unit, e.g. \"300s\"",
+    );
+    assert_error(
+        &format!("{TARGET}[targets.health]\ninterval = \"5 parsecs\"\n"),
+        "5:12",
+        "expected a duration such as \"30s\"",
+    );
 }
 
 #[test]
 fn bad_urls_and_regexes_are_reported_where_written() {
-    assert_error("[[targets]]\nname = \"a\"\nurl = \"not a url\"\n[targets.health]\n", "3:7", "relative URL without a base");
-    assert_error("[[targets]]\nname = \"a\"\nurl = \"ftp://a.example\"\n[targets.health]\n", "3:7", "expected an http:// or https:// URL");
-    assert_error(&format!("{TARGET}[targets.health]\nexpect_body_regex = \"(unclosed\"\n"), "5:21", "expected a valid regex");
+    assert_error(
+        "[[targets]]\nname = \"a\"\nurl = \"not a url\"\n[targets.health]\n",
+        "3:7",
+        "relative URL without a base",
+    );
+    assert_error(
+        "[[targets]]\nname = \"a\"\nurl = \"ftp://a.example\"\n[targets.health]\n",
+        "3:7",
+        "expected an http:// or https:// URL",
+    );
+    assert_error(
+        &format!("{TARGET}[targets.health]\nexpect_body_regex = \"(unclosed\"\n"),
+        "5:21",
+        "expected a valid regex",
+    );
 }
 
 #[test]
 fn duplicate_names_and_ids_are_errors() {
     let two = format!("{TARGET}[targets.health]\n{TARGET}[targets.health]\n");
     assert_error(&two, "6:8", "duplicate target name \"site\"");
-    let routes = format!("{TARGET}[[targets.routes]]\npath = \"/a\"\n[[targets.routes]]\npath = \"/a\"\n");
+    let routes =
+        format!("{TARGET}[[targets.routes]]\npath = \"/a\"\n[[targets.routes]]\npath = \"/a\"\n");
     assert_error(&routes, "6:1", "duplicate check id site/route:/a");
 }
 
 #[test]
 fn timing_rules_are_enforced() {
-    assert_error(&format!("{TARGET}[targets.health]\ninterval = \"10s\"\ntimeout = \"10s\"\n"), "6:11", "expected a timeout shorter than the interval (10s), got 10s");
-    assert_error(&format!("{TARGET}[targets.health]\ninterval = \"100ms\"\n"), "5:12", "expected an interval between 1s and 30days");
-    assert_error(&format!("{TARGET}[targets.tls]\ntimeout = \"0s\"\n"), "5:11", "expected a timeout between 1ms and 5m");
+    assert_error(
+        &format!("{TARGET}[targets.health]\ninterval = \"10s\"\ntimeout = \"10s\"\n"),
+        "6:11",
+        "expected a timeout shorter than the interval (10s), got 10s",
+    );
+    assert_error(
+        &format!("{TARGET}[targets.health]\ninterval = \"100ms\"\n"),
+        "5:12",
+        "expected an interval between 1s and 30days",
+    );
+    assert_error(
+        &format!("{TARGET}[targets.tls]\ntimeout = \"0s\"\n"),
+        "5:11",
+        "expected a timeout between 1ms and 5m",
+    );
 }
 
 #[test]
 fn dependencies_must_exist_and_not_cycle() {
     let unknown = format!("{TARGET}depends_on = [\"edge\"]\n[targets.health]\n");
-    assert_error(&unknown, "4:14", "depends_on names \"edge\", which is not a target");
+    assert_error(
+        &unknown,
+        "4:14",
+        "depends_on names \"edge\", which is not a target",
+    );
     let cycle = "[[targets]]\nname = \"a\"\nurl = \"http://a.example\"\ndepends_on = [\"b\"]\n[targets.tcp]\n\
                  [[targets]]\nname = \"b\"\nurl = \"http://b.example\"\ndepends_on = [\"a\"]\n[targets.health]\n";
     let cycle = cycle.replace("[targets.tcp]", "[[targets.tcp]]\nport = 22");
     let report = errors(&cycle);
-    assert!(report.contains("depends_on forms a cycle: a -> b -> a") || report.contains("depends_on forms a cycle: b -> a -> b"), "{report}");
+    assert!(
+        report.contains("depends_on forms a cycle: a -> b -> a")
+            || report.contains("depends_on forms a cycle: b -> a -> b"),
+        "{report}"
+    );
 }
 
 #[test]
 fn missing_required_values_and_empty_targets_are_errors() {
-    assert_error("[[targets]]\nurl = \"http://a.example\"\n", "1:1", "missing field `name`");
+    assert_error(
+        "[[targets]]\nurl = \"http://a.example\"\n",
+        "1:1",
+        "missing field `name`",
+    );
     assert_error(TARGET, "1:1", "target \"site\" has no checks");
-    assert_error("[[targets]]\nname = \"a\"\n[targets.health]\n", "3:1", "a HTTP check needs the target's `url`");
-    assert_error(&format!("{TARGET}[[targets.dns]]\ntype = \"A\"\nnameserver = \"dns.example\"\n"), "6:14", "expected IP or IP:PORT");
-    assert_error(&format!("{TARGET}[[targets.dns]]\ntype = \"SRV\"\n"), "5:8", "unknown variant `SRV`");
+    assert_error(
+        "[[targets]]\nname = \"a\"\n[targets.health]\n",
+        "3:1",
+        "a HTTP check needs the target's `url`",
+    );
+    assert_error(
+        &format!("{TARGET}[[targets.dns]]\ntype = \"A\"\nnameserver = \"dns.example\"\n"),
+        "6:14",
+        "expected IP or IP:PORT",
+    );
+    assert_error(
+        &format!("{TARGET}[[targets.dns]]\ntype = \"SRV\"\n"),
+        "5:8",
+        "unknown variant `SRV`",
+    );
 }
 
 #[test]
 fn mesh_and_channel_rules_are_enforced() {
-    let mesh = format!("[agent]\nname = \"edge\"\n[mesh]\nquorum = 3\n[[mesh.peers]]\nname = \"edge\"\naddr = \"nowhere\"\n{TARGET}[targets.health]\n");
+    // The peer list may name this agent too (one file for every host); it is not counted twice.
+    let mesh = format!(
+        "[agent]\nname = \"edge\"\n[mesh]\nquorum = 3\n[[mesh.peers]]\nname = \"edge\"\naddr = \"10.0.0.1:9101\"\n[[mesh.peers]]\nname = \"vps\"\naddr = \"nowhere\"\n{TARGET}[targets.health]\n"
+    );
     let report = errors(&mesh);
-    assert!(report.contains("pom.toml:4:10: mesh.quorum: quorum 3 is more than the 2 agents"), "{report}");
-    assert!(report.contains("pom.toml:6:8: mesh.peers[0].name: peer \"edge\" has this agent's own name"), "{report}");
-    assert!(report.contains("pom.toml:7:8: mesh.peers[0].addr: expected HOST:PORT"), "{report}");
-    let hook = format!("[[alerts.channels]]\nname = \"h\"\ntype = \"webhook\"\n{TARGET}[targets.health]\n");
+    assert!(
+        report.contains("pom.toml:4:10: mesh.quorum: quorum 3 is more than the 2 agents"),
+        "{report}"
+    );
+    assert!(
+        report.contains("pom.toml:10:8: mesh.peers[1].addr: expected HOST:PORT"),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), 2, "{report}");
+    let hook = format!(
+        "[[alerts.channels]]\nname = \"h\"\ntype = \"webhook\"\n{TARGET}[targets.health]\n"
+    );
     assert_error(&hook, "1:1", "needs exactly one of `url` or `url_env`");
-    let pager = format!("[[alerts.channels]]\nname = \"p\"\ntype = \"pager\"\n{TARGET}[targets.health]\n");
+    let pager =
+        format!("[[alerts.channels]]\nname = \"p\"\ntype = \"pager\"\n{TARGET}[targets.health]\n");
     assert_error(&pager, "3:8", "unknown variant `pager`");
-    let secret = format!("[[alerts.channels]]\nname = \"m\"\ntype = \"postmark\"\ntoken_env = \"my token\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\n{TARGET}[targets.health]\n");
+    let secret = format!(
+        "[[alerts.channels]]\nname = \"m\"\ntype = \"postmark\"\ntoken_env = \"my token\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\n{TARGET}[targets.health]\n"
+    );
     assert_error(&secret, "4:13", "expected an environment variable name");
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let text = format!("[agent]\nmax_concurrent_probes = 0\n{TARGET}depends_on = [\"x\"]\n[targets.health]\ntimeout = \"1h\"\n");
+    let text = format!(
+        "[agent]\nmax_concurrent_probes = 0\n{TARGET}depends_on = [\"x\"]\n[targets.health]\ntimeout = \"1h\"\n"
+    );
     let report = errors(&text);
     assert_eq!(report.lines().count(), 3, "{report}");
 }
@@ -165,17 +275,32 @@ fn config_check_prints_locations_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pom.toml");
     std::fs::write(&path, format!("{TARGET}[targets.health]\ninterval = 300\n")).unwrap();
-    let out = pom().args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    let out = pom()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with(&format!("{}:5:12: expected a duration", path.display())), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:5:12: expected a duration", path.display())),
+        "{stderr}"
+    );
 
     std::fs::write(&path, [0xffu8, 0xfe, b'\n']).unwrap();
-    let out = pom().args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    let out = pom()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains(":1:1: expected UTF-8 text"));
 
-    let out = pom().args(["config", "check", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
+    let out = pom()
+        .args(["config", "check", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
 }
@@ -183,20 +308,49 @@ fn config_check_prints_locations_and_exits_3() {
 #[test]
 fn config_check_accepts_the_example_and_resolves_relative_ca_files() {
     let out = pom()
-        .args(["config", "check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/pom.toml")])
+        .args([
+            "config",
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/pom.toml"),
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 targets, 7 checks, 1 heartbeats, 2 channels, 1 peers)"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ok (1 targets, 7 checks, 1 heartbeats, 2 channels, 1 peers)")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pom.toml");
-    std::fs::write(&path, format!("{TARGET}ca_file = \"ca.crt\"\n[targets.tls]\n")).unwrap();
-    let out = pom().args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        format!("{TARGET}ca_file = \"ca.crt\"\n[targets.tls]\n"),
+    )
+    .unwrap();
+    let out = pom()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":4:11: targets[0].ca_file: cannot read CA file") && stderr.contains("ca.crt"), "{stderr}");
+    assert!(
+        stderr.contains(":4:11: targets[0].ca_file: cannot read CA file")
+            && stderr.contains("ca.crt"),
+        "{stderr}"
+    );
     std::fs::write(dir.path().join("ca.crt"), "not a pem\n").unwrap();
-    let out = pom().args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    let out = pom()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no PEM certificate"));
 }

@@ -20,11 +20,18 @@ fn page_not_found() -> Router {
 }
 
 async fn serve(identity: &Identity) -> TestServer {
-    TestServer::https(page_not_found(), identity.server_config().unwrap()).await.unwrap()
+    TestServer::https(page_not_found(), identity.server_config().unwrap())
+        .await
+        .unwrap()
 }
 
 fn spec(host: &str, port: u16, ca_file: Option<std::path::PathBuf>) -> TlsSpec {
-    TlsSpec { host: host.into(), port, warn_days: 14, ca_file }
+    TlsSpec {
+        host: host.into(),
+        port,
+        warn_days: 14,
+        ca_file,
+    }
 }
 
 struct Fixture {
@@ -41,17 +48,34 @@ fn fixture() -> Fixture {
 
 async fn probe_identity(f: &Fixture, identity: &Identity, host: &str) -> pom::probe::Outcome {
     let s = serve(identity).await;
-    run(ProbeSpec::Tls(spec(host, s.port(), Some(f.ca_path.clone())))).await
+    run(ProbeSpec::Tls(spec(
+        host,
+        s.port(),
+        Some(f.ca_path.clone()),
+    )))
+    .await
 }
 
 #[tokio::test]
 async fn a_valid_chain_is_operational_and_fully_reported() {
     let f = fixture();
-    let id = f.ca.issue(&Leaf::new(&["127.0.0.1", "shop.example"])).unwrap();
+    let id =
+        f.ca.issue(&Leaf::new(&["127.0.0.1", "shop.example"]))
+            .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
     assert_outcome(&outcome, Status::Operational, "subject CN=127.0.0.1");
-    for part in ["issuer CN=Test Root CA", "SANs 127.0.0.1, shop.example", "(89 days)", "chain of 2", "trusted"] {
-        assert!(outcome.detail.contains(part), "{part:?} missing in {}", outcome.detail);
+    for part in [
+        "issuer CN=Test Root CA",
+        "SANs 127.0.0.1, shop.example",
+        "(89 days)",
+        "chain of 2",
+        "trusted",
+    ] {
+        assert!(
+            outcome.detail.contains(part),
+            "{part:?} missing in {}",
+            outcome.detail
+        );
     }
     let not_after = outcome.facts.cert_not_after.expect("not_after fact");
     let days = (not_after - OffsetDateTime::now_utc()).whole_days();
@@ -61,35 +85,63 @@ async fn a_valid_chain_is_operational_and_fully_reported() {
 #[tokio::test]
 async fn inside_the_warning_window_is_degraded() {
     let f = fixture();
-    let id = f.ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(Days::days(5) + Days::hours(1))).unwrap();
+    let id =
+        f.ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(Days::days(5) + Days::hours(1)))
+            .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
-    assert_outcome(&outcome, Status::Degraded, "expires in 5 days, inside the 14-day warning window");
+    assert_outcome(
+        &outcome,
+        Status::Degraded,
+        "expires in 5 days, inside the 14-day warning window",
+    );
 }
 
 #[tokio::test]
 async fn expired_is_error_but_still_inspected() {
     let f = fixture();
-    let id = f.ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(-Days::days(3))).unwrap();
+    let id =
+        f.ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(-Days::days(3)))
+            .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
     assert_outcome(&outcome, Status::Error, "expired on");
-    assert!(outcome.detail.contains("(3 days ago)"), "{}", outcome.detail);
-    assert!(outcome.detail.contains("; trusted"), "the chain itself is trusted: {}", outcome.detail);
+    assert!(
+        outcome.detail.contains("(3 days ago)"),
+        "{}",
+        outcome.detail
+    );
+    assert!(
+        outcome.detail.contains("; trusted"),
+        "the chain itself is trusted: {}",
+        outcome.detail
+    );
     assert!(outcome.facts.cert_not_after.is_some());
 }
 
 #[tokio::test]
 async fn not_yet_valid_is_error() {
     let f = fixture();
-    let id = f.ca.issue(&Leaf::new(&["127.0.0.1"]).starting_in(Days::days(2))).unwrap();
-    assert_outcome(&probe_identity(&f, &id, "127.0.0.1").await, Status::Error, "not valid before");
+    let id =
+        f.ca.issue(&Leaf::new(&["127.0.0.1"]).starting_in(Days::days(2)))
+            .unwrap();
+    assert_outcome(
+        &probe_identity(&f, &id, "127.0.0.1").await,
+        Status::Error,
+        "not valid before",
+    );
 }
 
 #[tokio::test]
 async fn wrong_host_is_error_naming_the_certificate_names() {
     let f = fixture();
-    let id = f.ca.issue(&Leaf::new(&["other.example", "www.other.example"])).unwrap();
+    let id =
+        f.ca.issue(&Leaf::new(&["other.example", "www.other.example"]))
+            .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
-    assert_outcome(&outcome, Status::Error, "not valid for 127.0.0.1 (it names other.example, www.other.example)");
+    assert_outcome(
+        &outcome,
+        Status::Error,
+        "not valid for 127.0.0.1 (it names other.example, www.other.example)",
+    );
 }
 
 #[tokio::test]
@@ -105,7 +157,10 @@ async fn untrusted_issuer_is_error() {
 #[tokio::test]
 async fn self_signed_is_error() {
     let f = fixture();
-    let id = Leaf::new(&["127.0.0.1"]).named("my-box").self_signed().unwrap();
+    let id = Leaf::new(&["127.0.0.1"])
+        .named("my-box")
+        .self_signed()
+        .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
     assert_outcome(&outcome, Status::Error, "self-signed certificate CN=my-box");
     assert!(outcome.detail.contains("chain of 1"), "{}", outcome.detail);
@@ -114,7 +169,10 @@ async fn self_signed_is_error() {
 #[tokio::test]
 async fn expired_and_self_signed_reports_both() {
     let f = fixture();
-    let id = Leaf::new(&["127.0.0.1"]).expiring_in(-Days::days(10)).self_signed().unwrap();
+    let id = Leaf::new(&["127.0.0.1"])
+        .expiring_in(-Days::days(10))
+        .self_signed()
+        .unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
     assert_outcome(&outcome, Status::Error, "self-signed certificate");
     assert!(outcome.detail.contains("expired on"), "{}", outcome.detail);
@@ -124,7 +182,11 @@ async fn expired_and_self_signed_reports_both() {
 async fn traefik_default_answering_404_is_the_edge_outage_it_is() {
     let f = fixture();
     let outcome = probe_identity(&f, &traefik_default().unwrap(), "127.0.0.1").await;
-    assert_outcome(&outcome, Status::Error, "self-signed default certificate CN=TRAEFIK DEFAULT CERT (Traefik");
+    assert_outcome(
+        &outcome,
+        Status::Error,
+        "self-signed default certificate CN=TRAEFIK DEFAULT CERT (Traefik",
+    );
 }
 
 #[tokio::test]
@@ -132,7 +194,11 @@ async fn ingress_nginx_fake_certificate_is_recognised() {
     let f = fixture();
     let outcome = probe_identity(&f, &ingress_nginx_fake().unwrap(), "127.0.0.1").await;
     assert_outcome(&outcome, Status::Error, "Kubernetes ingress-nginx");
-    assert!(outcome.detail.contains("self-signed default certificate"), "{}", outcome.detail);
+    assert!(
+        outcome.detail.contains("self-signed default certificate"),
+        "{}",
+        outcome.detail
+    );
 }
 
 #[tokio::test]
@@ -141,7 +207,11 @@ async fn caddy_local_authority_is_recognised() {
     let caddy = TestCa::new("Caddy Local Authority - ECC Intermediate").unwrap();
     let id = caddy.issue(&Leaf::new(&["127.0.0.1"])).unwrap();
     let outcome = probe_identity(&f, &id, "127.0.0.1").await;
-    assert_outcome(&outcome, Status::Error, "default certificate CN=127.0.0.1 issued by CN=Caddy Local Authority");
+    assert_outcome(
+        &outcome,
+        Status::Error,
+        "default certificate CN=127.0.0.1 issued by CN=Caddy Local Authority",
+    );
 }
 
 #[tokio::test]
@@ -164,18 +234,30 @@ async fn no_tls_on_the_port_is_unreachable() {
 
 #[tokio::test]
 async fn refused_and_black_hole_are_unreachable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let outcome = run(ProbeSpec::Tls(spec("127.0.0.1", port, None))).await;
     assert_outcome(&outcome, Status::Unreachable, "connection refused");
 
-    let hole = TestServer::misbehaving(Misbehaviour::BlackHole).await.unwrap();
-    let outcome = run_with_timeout(ProbeSpec::Tls(spec("127.0.0.1", hole.port(), None)), Duration::from_millis(300)).await;
+    let hole = TestServer::misbehaving(Misbehaviour::BlackHole)
+        .await
+        .unwrap();
+    let outcome = run_with_timeout(
+        ProbeSpec::Tls(spec("127.0.0.1", hole.port(), None)),
+        Duration::from_millis(300),
+    )
+    .await;
     assert_outcome(&outcome, Status::Unreachable, "no answer within");
 }
 
 #[tokio::test]
 async fn garbage_from_the_server_is_unreachable() {
-    let s = TestServer::misbehaving(Misbehaviour::Garbage).await.unwrap();
+    let s = TestServer::misbehaving(Misbehaviour::Garbage)
+        .await
+        .unwrap();
     let outcome = run(ProbeSpec::Tls(spec("127.0.0.1", s.port(), None))).await;
     assert_outcome(&outcome, Status::Unreachable, "TLS handshake failed");
 }
@@ -185,9 +267,21 @@ fn a_certificate_that_does_not_parse_is_an_error() {
     support::init();
     let trust = Trust::default();
     let entry = trust.entry(None).unwrap();
-    let garbage = vec![rustls_pki_types::CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00])];
-    let outcome = tls::judge(&spec("127.0.0.1", 443, None), &entry.verifier, &garbage, OffsetDateTime::now_utc());
+    let garbage = vec![rustls_pki_types::CertificateDer::from(vec![
+        0x30, 0x03, 0x02, 0x01, 0x00,
+    ])];
+    let outcome = tls::judge(
+        &spec("127.0.0.1", 443, None),
+        &entry.verifier,
+        &garbage,
+        OffsetDateTime::now_utc(),
+    );
     assert_outcome(&outcome, Status::Error, "could not be parsed");
-    let outcome = tls::judge(&spec("127.0.0.1", 443, None), &entry.verifier, &[], OffsetDateTime::now_utc());
+    let outcome = tls::judge(
+        &spec("127.0.0.1", 443, None),
+        &entry.verifier,
+        &[],
+        OffsetDateTime::now_utc(),
+    );
     assert_outcome(&outcome, Status::Error, "no certificate");
 }

@@ -89,7 +89,10 @@ mod tests {
         assert!(obs.is_fresh(Timestamp(1_000), 500));
         assert!(obs.is_fresh(Timestamp(1_499), 500));
         assert!(!obs.is_fresh(Timestamp(1_500), 500));
-        assert!(obs.is_fresh(Timestamp(0), 500), "future observations are fresh");
+        assert!(
+            obs.is_fresh(Timestamp(0), 500),
+            "future observations are fresh"
+        );
     }
 
     #[test]

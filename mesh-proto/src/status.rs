@@ -30,7 +30,12 @@ pub enum Status {
 
 impl Status {
     /// Every status, best first.
-    pub const ALL: [Self; 4] = [Self::Operational, Self::Degraded, Self::Error, Self::Unreachable];
+    pub const ALL: [Self; 4] = [
+        Self::Operational,
+        Self::Degraded,
+        Self::Error,
+        Self::Unreachable,
+    ];
 
     /// The contract name, as used in JSON and on the command line.
     pub const fn as_str(self) -> &'static str {

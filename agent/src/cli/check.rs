@@ -20,7 +20,10 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     };
     for name in &args.target {
         if !config.targets.iter().any(|t| &t.name == name) {
-            eprintln!("pom: no target named {name:?} in {}", args.config.config.display());
+            eprintln!(
+                "pom: no target named {name:?} in {}",
+                args.config.config.display()
+            );
             return Ok(EXIT_INTERNAL);
         }
     }
@@ -31,12 +34,17 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     if checks.is_empty() {
         bail!("nothing to check");
     }
-    let concurrency = args.concurrency.unwrap_or(config.agent.max_concurrent_probes);
+    let concurrency = args
+        .concurrency
+        .unwrap_or(config.agent.max_concurrent_probes);
     let outcomes = runner::run_once(&checks, &Arc::new(ProbeContext::default()), concurrency).await;
     let rows: Vec<Row<'_>> = checks
         .iter()
         .zip(&outcomes)
-        .map(|(check, outcome)| Row { id: &check.id, outcome })
+        .map(|(check, outcome)| Row {
+            id: &check.id,
+            outcome,
+        })
         .collect();
     output::print(&rows, args.output)?;
     Ok(Status::worst(outcomes.iter().map(|o| o.status)).nagios_code())

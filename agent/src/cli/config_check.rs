@@ -18,10 +18,10 @@ pub(super) fn run(args: &ConfigArg) -> anyhow::Result<u8> {
                 config.targets.len(),
                 config.heartbeats.len(),
                 config.alerts.channels.len(),
-                config
-                    .mesh
-                    .as_ref()
-                    .map_or_else(|| ", no mesh".to_owned(), |m| format!(", {} peers", m.peers.len())),
+                config.mesh.as_ref().map_or_else(
+                    || ", no mesh".to_owned(),
+                    |m| format!(", {} peers", m.peers.len())
+                ),
             );
             Ok(0)
         }

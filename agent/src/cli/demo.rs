@@ -30,9 +30,12 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let shop_cert = ca.issue(&Leaf::new(&["127.0.0.1", "localhost"]))?;
     let shop = TestServer::https(shop(), shop_cert.server_config()?).await?;
     let edge = TestServer::https(edge(), traefik_default()?.server_config()?).await?;
-    let api_cert = ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(Duration::days(5) + Duration::hours(1)))?;
+    let api_cert =
+        ca.issue(&Leaf::new(&["127.0.0.1"]).expiring_in(Duration::days(5) + Duration::hours(1)))?;
     let api = TestServer::https(api(), api_cert.server_config()?).await?;
-    let gone = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
 
     let toml = format!(
         r#"# Written by `pom demo`: local services, each playing one failure.
@@ -98,7 +101,10 @@ url = "http://127.0.0.1:{gone}"
         println!("  edge    a proxy answering 404 with Traefik's self-signed default certificate");
         println!("  api     certificate expires in 5 days; health says the database is down");
         println!("  legacy  the service is gone: nothing listens on its port");
-        println!("Config written to {} (this is what `pom check` ran):\n", config_path.display());
+        println!(
+            "Config written to {} (this is what `pom check` ran):\n",
+            config_path.display()
+        );
     }
 
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -107,11 +113,16 @@ url = "http://127.0.0.1:{gone}"
     let rows: Vec<Row<'_>> = checks
         .iter()
         .zip(&outcomes)
-        .map(|(check, outcome)| Row { id: &check.id, outcome })
+        .map(|(check, outcome)| Row {
+            id: &check.id,
+            outcome,
+        })
         .collect();
     output::print(&rows, args.output)?;
     if args.output == Output::Table {
-        println!("\n`pom check` would exit 2 here (some error or unreachable): the Nagios convention for a deploy gate.");
+        println!(
+            "\n`pom check` would exit 2 here (some error or unreachable): the Nagios convention for a deploy gate."
+        );
         println!("Try it on your own services: see README.md, \"Quick start on a real host\".");
     }
     Ok(0)
@@ -125,7 +136,10 @@ fn shop() -> Router {
                 .options(cors_preflight),
         )
         .route("/login", get(|| async { "<form>login</form>" }))
-        .route("/api/pilot-request", post(|| async { (StatusCode::CREATED, "{}") }))
+        .route(
+            "/api/pilot-request",
+            post(|| async { (StatusCode::CREATED, "{}") }),
+        )
 }
 
 async fn cors_preflight(headers: HeaderMap) -> (StatusCode, HeaderMap) {
@@ -133,8 +147,14 @@ async fn cors_preflight(headers: HeaderMap) -> (StatusCode, HeaderMap) {
     if let Some(origin) = headers.get("origin") {
         answer.insert("access-control-allow-origin", origin.clone());
     }
-    answer.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST"));
-    answer.insert("access-control-allow-headers", HeaderValue::from_static("content-type"));
+    answer.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST"),
+    );
+    answer.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("content-type"),
+    );
     (StatusCode::NO_CONTENT, answer)
 }
 

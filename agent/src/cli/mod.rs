@@ -51,7 +51,12 @@ pub enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The config file [default: $POM_CONFIG, else /etc/pom/pom.toml].
-    #[arg(long, short = 'c', env = "POM_CONFIG", default_value = "/etc/pom/pom.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "POM_CONFIG",
+        default_value = "/etc/pom/pom.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -110,7 +115,9 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_tracing() {

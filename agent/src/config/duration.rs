@@ -11,7 +11,9 @@ use serde::de::{Error, Visitor};
 
 const EXPECTED: &str = "a duration such as \"30s\", \"5m\" or \"1h\"";
 
-pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     deserializer.deserialize_any(DurationVisitor)
 }
 

@@ -72,7 +72,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .map_err(read_err)?;
     let file = path.display().to_string();
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(invalid(&file, 1, 1, format!("the file is larger than {MAX_CONFIG_BYTES} bytes; expected a pom.toml")));
+        return Err(invalid(
+            &file,
+            1,
+            1,
+            format!("the file is larger than {MAX_CONFIG_BYTES} bytes; expected a pom.toml"),
+        ));
     }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -80,7 +85,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             let valid = e.utf8_error().valid_up_to();
             let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
             let (line, column) = line_col(&prefix, valid);
-            return Err(invalid(&file, line, column, "expected UTF-8 text".to_owned()));
+            return Err(invalid(
+                &file,
+                line,
+                column,
+                "expected UTF-8 text".to_owned(),
+            ));
         }
     };
     let base = path.parent().filter(|p| !p.as_os_str().is_empty());

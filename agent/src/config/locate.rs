@@ -68,7 +68,10 @@ name = "two"
     #[test]
     fn finds_nested_keys_in_arrays_of_tables() {
         assert_eq!(at(&[Seg::Key("agent"), Seg::Key("name")]), (2, 8));
-        assert_eq!(at(&[Seg::Key("targets"), Seg::Index(1), Seg::Key("name")]), (8, 8));
+        assert_eq!(
+            at(&[Seg::Key("targets"), Seg::Index(1), Seg::Key("name")]),
+            (8, 8)
+        );
         assert_eq!(
             at(&[
                 Seg::Key("targets"),

@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-pub use load::{ConfigError, Problem, load, parse};
 pub use checks::{CheckDef, CheckRef};
+pub use load::{ConfigError, Problem, load, parse};
 pub use validate::{Invalid, KeyPath, Seg, parse_nameserver, validate};
 
 /// The whole configuration file.
@@ -106,12 +106,21 @@ pub struct MeshConfig {
     /// How many agreeing agents confirm a verdict.
     #[serde(default)]
     pub quorum: Quorum,
-    /// The other agents.
+    /// The agents of the mesh. This agent's own entry, if listed, is skipped, so one list can
+    /// serve every host.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
 }
 
-/// `[[mesh.peers]]`: another agent of the mesh.
+impl MeshConfig {
+    /// The peers other than `me`. The peer list may name every agent, this one included, so that
+    /// the file is the same on every host; an agent skips its own entry.
+    pub fn peers_except<'a>(&'a self, me: &'a str) -> impl Iterator<Item = &'a PeerConfig> + 'a {
+        self.peers.iter().filter(move |p| p.name != me)
+    }
+}
+
+/// `[[mesh.peers]]`: an agent of the mesh.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {

@@ -112,22 +112,25 @@ impl Validator {
     }
 
     /// Reports the second and later uses of each name.
-    fn unique<'a>(
-        &mut self,
-        what: &str,
-        items: impl IntoIterator<Item = (Vec<Seg>, &'a str)>,
-    ) {
+    fn unique<'a>(&mut self, what: &str, items: impl IntoIterator<Item = (Vec<Seg>, &'a str)>) {
         let mut seen = BTreeSet::new();
         for (path, name) in items {
             if !seen.insert(name) {
-                self.report(path, format!("duplicate {what} name {name:?}: names must be unique"));
+                self.report(
+                    path,
+                    format!("duplicate {what} name {name:?}: names must be unique"),
+                );
             }
         }
     }
 
     fn agent(&mut self, config: &Config) {
         let agent = &config.agent;
-        self.name(vec![Seg::Key("agent"), Seg::Key("name")], "agent", &agent.name);
+        self.name(
+            vec![Seg::Key("agent"), Seg::Key("name")],
+            "agent",
+            &agent.name,
+        );
         self.env_name(
             vec![Seg::Key("agent"), Seg::Key("api_token_env")],
             &agent.api_token_env,
@@ -166,7 +169,7 @@ impl Validator {
                 ),
             );
         }
-        let agents = mesh.peers.len() + 1;
+        let agents = mesh.peers_except(&config.agent.name).count() + 1;
         if let Quorum::Count(n) = mesh.quorum
             && n as usize > agents
         {
@@ -175,19 +178,23 @@ impl Validator {
                 format!("quorum {n} is more than the {agents} agents of the mesh (this agent and its peers)"),
             );
         }
-        let peer_path = |i, key| vec![Seg::Key("mesh"), Seg::Key("peers"), Seg::Index(i), Seg::Key(key)];
+        let peer_path = |i, key| {
+            vec![
+                Seg::Key("mesh"),
+                Seg::Key("peers"),
+                Seg::Index(i),
+                Seg::Key(key),
+            ]
+        };
         for (i, peer) in mesh.peers.iter().enumerate() {
             self.name(peer_path(i, "name"), "peer", &peer.name);
-            if peer.name == config.agent.name {
-                self.report(
-                    peer_path(i, "name"),
-                    format!("peer {:?} has this agent's own name ([agent] name)", peer.name),
-                );
-            }
             if !is_host_port(&peer.addr) {
                 self.report(
                     peer_path(i, "addr"),
-                    format!("expected HOST:PORT such as \"10.0.0.2:9101\", got {:?}", peer.addr),
+                    format!(
+                        "expected HOST:PORT such as \"10.0.0.2:9101\", got {:?}",
+                        peer.addr
+                    ),
                 );
             }
         }
@@ -208,7 +215,14 @@ impl Validator {
                 format!("expected an absolute URL, got {:?}", alerts.runbook_base),
             );
         }
-        let path = |i, key| vec![Seg::Key("alerts"), Seg::Key("channels"), Seg::Index(i), Seg::Key(key)];
+        let path = |i, key| {
+            vec![
+                Seg::Key("alerts"),
+                Seg::Key("channels"),
+                Seg::Index(i),
+                Seg::Key(key),
+            ]
+        };
         for (i, channel) in alerts.channels.iter().enumerate() {
             self.name(path(i, "name"), "channel", channel.name());
             match channel {
@@ -223,13 +237,18 @@ impl Validator {
                         self.env_name(path(i, "url_env"), env);
                     }
                 }
-                ChannelConfig::Slack(c) => self.env_name(path(i, "webhook_url_env"), &c.webhook_url_env),
+                ChannelConfig::Slack(c) => {
+                    self.env_name(path(i, "webhook_url_env"), &c.webhook_url_env)
+                }
                 ChannelConfig::Matrix(c) => {
                     self.env_name(path(i, "token_env"), &c.token_env);
                     if !c.room.starts_with('!') && !c.room.starts_with('#') {
                         self.report(
                             path(i, "room"),
-                            format!("expected a room id such as \"!abc:example.org\", got {:?}", c.room),
+                            format!(
+                                "expected a room id such as \"!abc:example.org\", got {:?}",
+                                c.room
+                            ),
                         );
                     }
                 }
@@ -255,7 +274,10 @@ impl Validator {
                         self.env_name(path(i, "token_env"), env);
                     }
                     if c.topic.is_empty() || c.topic.contains('/') {
-                        self.report(path(i, "topic"), format!("expected a topic name without '/', got {:?}", c.topic));
+                        self.report(
+                            path(i, "topic"),
+                            format!("expected a topic name without '/', got {:?}", c.topic),
+                        );
                     }
                 }
             }
@@ -295,11 +317,17 @@ impl Validator {
             if let Some(url) = &target.url
                 && url.host_str().is_none()
             {
-                self.report(base("url"), format!("expected a URL with a host, got {url}"));
+                self.report(
+                    base("url"),
+                    format!("expected a URL with a host, got {url}"),
+                );
             }
             for dep in &target.depends_on {
                 if dep == &target.name {
-                    self.report(base("depends_on"), format!("target {dep:?} depends on itself"));
+                    self.report(
+                        base("depends_on"),
+                        format!("target {dep:?} depends on itself"),
+                    );
                 } else if !names.contains(dep.as_str()) {
                     self.report(
                         base("depends_on"),
@@ -339,11 +367,12 @@ impl Validator {
         }
         self.unique(
             "target",
-            config
-                .targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (vec![Seg::Key("targets"), Seg::Index(i), Seg::Key("name")], t.name.as_str())),
+            config.targets.iter().enumerate().map(|(i, t)| {
+                (
+                    vec![Seg::Key("targets"), Seg::Index(i), Seg::Key("name")],
+                    t.name.as_str(),
+                )
+            }),
         );
         self.dependency_cycles(config);
     }
@@ -358,13 +387,19 @@ impl Validator {
         if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
             self.report(
                 at("interval"),
-                format!("expected an interval between 1s and 30days, got {}", fmt(interval)),
+                format!(
+                    "expected an interval between 1s and 30days, got {}",
+                    fmt(interval)
+                ),
             );
         }
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             self.report(
                 at("timeout"),
-                format!("expected a timeout between 1ms and 5m, got {}", fmt(timeout)),
+                format!(
+                    "expected a timeout between 1ms and 5m, got {}",
+                    fmt(timeout)
+                ),
             );
         } else if timeout >= interval {
             self.report(
@@ -407,18 +442,31 @@ impl Validator {
                     self.report(path.clone(), needs_url("CORS"));
                 }
                 if !cors.path.starts_with('/') {
-                    self.report(at("path"), format!("expected a path starting with '/', got {:?}", cors.path));
+                    self.report(
+                        at("path"),
+                        format!("expected a path starting with '/', got {:?}", cors.path),
+                    );
                 }
                 if url::Url::parse(&cors.origin).map_or(true, |u| u.host_str().is_none()) {
                     self.report(
                         at("origin"),
-                        format!("expected an origin such as \"https://app.example.com\", got {:?}", cors.origin),
+                        format!(
+                            "expected an origin such as \"https://app.example.com\", got {:?}",
+                            cors.origin
+                        ),
                     );
                 }
                 if Method::from_bytes(cors.method.as_bytes()).is_err() {
-                    self.report(at("method"), format!("expected an HTTP method, got {:?}", cors.method));
+                    self.report(
+                        at("method"),
+                        format!("expected an HTTP method, got {:?}", cors.method),
+                    );
                 }
-                if let Some(bad) = cors.headers.iter().find(|h| HeaderName::from_bytes(h.as_bytes()).is_err()) {
+                if let Some(bad) = cors
+                    .headers
+                    .iter()
+                    .find(|h| HeaderName::from_bytes(h.as_bytes()).is_err())
+                {
                     self.report(at("headers"), format!("expected header names, got {bad:?}"));
                 }
             }
@@ -443,7 +491,10 @@ impl Validator {
                     );
                 }
                 if let Some(bad) = dns.expect.iter().find(|e| e.trim().is_empty()) {
-                    self.report(at("expect"), format!("expected non-empty record values, got {bad:?}"));
+                    self.report(
+                        at("expect"),
+                        format!("expected non-empty record values, got {bad:?}"),
+                    );
                 }
             }
             CheckDef::Whois(whois) => {
@@ -456,7 +507,12 @@ impl Validator {
                 if let Some(domain) = &whois.domain
                     && (!is_dns_name(domain) || !domain.contains('.'))
                 {
-                    self.report(at("domain"), format!("expected a registered domain such as \"example.com\", got {domain:?}"));
+                    self.report(
+                        at("domain"),
+                        format!(
+                            "expected a registered domain such as \"example.com\", got {domain:?}"
+                        ),
+                    );
                 }
                 if let Some(server) = &whois.whois_server
                     && !is_host_port(server)
@@ -489,13 +545,29 @@ impl Validator {
             p
         };
         if !http.path.starts_with('/') {
-            self.report(at("path"), format!("expected a path starting with '/', got {:?}", http.path));
+            self.report(
+                at("path"),
+                format!("expected a path starting with '/', got {:?}", http.path),
+            );
         }
         if Method::from_bytes(http.method.as_bytes()).is_err() {
-            self.report(at("method"), format!("expected an HTTP method such as \"GET\", got {:?}", http.method));
+            self.report(
+                at("method"),
+                format!(
+                    "expected an HTTP method such as \"GET\", got {:?}",
+                    http.method
+                ),
+            );
         }
-        if let Some(bad) = http.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-            self.report(at("expect_status"), format!("expected HTTP statuses between 100 and 599, got {bad}"));
+        if let Some(bad) = http
+            .expect_status
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            self.report(
+                at("expect_status"),
+                format!("expected HTTP statuses between 100 and 599, got {bad}"),
+            );
         }
         for (name, value) in &http.headers {
             if HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -506,10 +578,16 @@ impl Validator {
         }
         for (key, value) in &http.expect_json {
             if key.is_empty() || key.split('.').any(str::is_empty) {
-                self.report(at("expect_json"), format!("expected a dotted JSON path such as \"db.ok\", got {key:?}"));
+                self.report(
+                    at("expect_json"),
+                    format!("expected a dotted JSON path such as \"db.ok\", got {key:?}"),
+                );
             }
             if matches!(value, toml::Value::Datetime(_)) {
-                self.report(at("expect_json"), format!("expect_json {key:?}: dates are not JSON values; write a string"));
+                self.report(
+                    at("expect_json"),
+                    format!("expect_json {key:?}: dates are not JSON values; write a string"),
+                );
             }
         }
     }
@@ -534,7 +612,9 @@ impl Validator {
                 let deps = &config.targets[node].depends_on;
                 if let Some(dep) = deps.get(*next) {
                     *next += 1;
-                    let Some(&d) = index.get(dep.as_str()) else { continue };
+                    let Some(&d) = index.get(dep.as_str()) else {
+                        continue;
+                    };
                     match state[d] {
                         0 => {
                             state[d] = 1;
@@ -549,7 +629,11 @@ impl Validator {
                             cycle.push(&config.targets[d].name);
                             if reported.insert(d) {
                                 self.report(
-                                    vec![Seg::Key("targets"), Seg::Index(node), Seg::Key("depends_on")],
+                                    vec![
+                                        Seg::Key("targets"),
+                                        Seg::Index(node),
+                                        Seg::Key("depends_on"),
+                                    ],
                                     format!("depends_on forms a cycle: {}", cycle.join(" -> ")),
                                 );
                             }
@@ -571,7 +655,10 @@ impl Validator {
             if hb.max_age < MIN_INTERVAL {
                 self.report(
                     path(i, "max_age"),
-                    format!("expected a max_age of at least 1s, got {}", humantime::format_duration(hb.max_age)),
+                    format!(
+                        "expected a max_age of at least 1s, got {}",
+                        humantime::format_duration(hb.max_age)
+                    ),
                 );
             }
         }

@@ -66,10 +66,7 @@ pub async fn probe(spec: &CorsSpec, ctx: &ProbeContext) -> Outcome {
     }
     match problem(spec, &response.headers) {
         Some(problem) => Outcome::error(format!("{label}: {problem}")),
-        None => Outcome::operational(format!(
-            "{label}: {} allowed",
-            spec.method
-        )),
+        None => Outcome::operational(format!("{label}: {} allowed", spec.method)),
     }
 }
 
@@ -103,7 +100,10 @@ fn problem(spec: &CorsSpec, headers: &HeaderMap) -> Option<String> {
             .any(|m| *m == "*" || *m == spec.method.as_str());
     if !method_ok {
         return Some(if methods.is_empty() {
-            format!("no Access-Control-Allow-Methods header, so {} is not allowed", spec.method)
+            format!(
+                "no Access-Control-Allow-Methods header, so {} is not allowed",
+                spec.method
+            )
         } else {
             format!(
                 "Access-Control-Allow-Methods is {allow_methods:?}, which does not allow {}",
@@ -117,7 +117,11 @@ fn problem(spec: &CorsSpec, headers: &HeaderMap) -> Option<String> {
         .headers
         .iter()
         .map(String::as_str)
-        .filter(|h| !allowed.iter().any(|a| *a == "*" || a.eq_ignore_ascii_case(h)))
+        .filter(|h| {
+            !allowed
+                .iter()
+                .any(|a| *a == "*" || a.eq_ignore_ascii_case(h))
+        })
         .collect();
     if !missing.is_empty() {
         return Some(format!(

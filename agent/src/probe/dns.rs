@@ -80,14 +80,19 @@ pub async fn probe(spec: &DnsSpec, ctx: &ProbeContext) -> Outcome {
     } else {
         format!("{}.", spec.name)
     };
-    let got: BTreeSet<String> = match resolver.lookup(fqdn.as_str(), record_type(spec.record_type)).await {
+    let got: BTreeSet<String> = match resolver
+        .lookup(fqdn.as_str(), record_type(spec.record_type))
+        .await
+    {
         Ok(lookup) => lookup
             .answers()
             .iter()
             .filter_map(|record| canonical_rdata(spec.record_type, &record.data))
             .collect(),
         Err(e) if e.is_nx_domain() => {
-            return Outcome::error(format!("{label}: NXDOMAIN from {server}, the name does not exist"));
+            return Outcome::error(format!(
+                "{label}: NXDOMAIN from {server}, the name does not exist"
+            ));
         }
         Err(e) if e.is_no_records_found() => BTreeSet::new(),
         Err(NetError::Dns(DnsError::ResponseCode(code))) => {
@@ -98,7 +103,9 @@ pub async fn probe(spec: &DnsSpec, ctx: &ProbeContext) -> Outcome {
         }
         Err(e) => return Outcome::unreachable(format!("{label}: no answer from {server}: {e}")),
     };
-    let shown = |set: &BTreeSet<String>| format!("[{}]", set.iter().cloned().collect::<Vec<_>>().join(", "));
+    let shown = |set: &BTreeSet<String>| {
+        format!("[{}]", set.iter().cloned().collect::<Vec<_>>().join(", "))
+    };
     if spec.expect.is_empty() {
         return if got.is_empty() {
             Outcome::error(format!("{label}: no {rtype} records"))
@@ -169,7 +176,12 @@ fn canonical_expected(want: DnsRecordType, value: &str) -> String {
             .map_or_else(|_| value.trim().to_owned(), |ip| ip.to_string()),
         DnsRecordType::CNAME | DnsRecordType::NS => canonical_name(value),
         DnsRecordType::MX => match value.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [pref, host] => format!("{} {}", pref.parse::<u16>().map_or_else(|_| (*pref).to_owned(), |p| p.to_string()), canonical_name(host)),
+            [pref, host] => format!(
+                "{} {}",
+                pref.parse::<u16>()
+                    .map_or_else(|_| (*pref).to_owned(), |p| p.to_string()),
+                canonical_name(host)
+            ),
             _ => value.trim().to_owned(),
         },
         DnsRecordType::TXT => value.to_owned(),
@@ -182,9 +194,21 @@ mod tests {
 
     #[test]
     fn expected_values_are_canonicalised() {
-        assert_eq!(canonical_expected(DnsRecordType::AAAA, "2001:DB8:0::1"), "2001:db8::1");
-        assert_eq!(canonical_expected(DnsRecordType::CNAME, "Edge.Example.COM."), "edge.example.com");
-        assert_eq!(canonical_expected(DnsRecordType::MX, "010  Mail.example.com."), "10 mail.example.com");
-        assert_eq!(canonical_expected(DnsRecordType::TXT, "v=spf1 -all"), "v=spf1 -all");
+        assert_eq!(
+            canonical_expected(DnsRecordType::AAAA, "2001:DB8:0::1"),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            canonical_expected(DnsRecordType::CNAME, "Edge.Example.COM."),
+            "edge.example.com"
+        );
+        assert_eq!(
+            canonical_expected(DnsRecordType::MX, "010  Mail.example.com."),
+            "10 mail.example.com"
+        );
+        assert_eq!(
+            canonical_expected(DnsRecordType::TXT, "v=spf1 -all"),
+            "v=spf1 -all"
+        );
     }
 }

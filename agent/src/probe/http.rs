@@ -108,7 +108,9 @@ pub async fn send(req: &Request<'_>) -> Result<Response, HttpError> {
             let tls = net::tls_handshake(stream, &host, req.tls.clone()).await?;
             exchange(tls, req).await
         }
-        other => Err(HttpError::Url(format!("{url}: scheme {other} is not http or https"))),
+        other => Err(HttpError::Url(format!(
+            "{url}: scheme {other} is not http or https"
+        ))),
     }
 }
 

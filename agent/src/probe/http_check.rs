@@ -42,7 +42,11 @@ pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
         let response = match http::send(&request).await {
             Ok(response) => response,
             Err(e) => {
-                let at = if hops > 0 { format!(" (after redirect to {url})") } else { String::new() };
+                let at = if hops > 0 {
+                    format!(" (after redirect to {url})")
+                } else {
+                    String::new()
+                };
                 return Outcome::new(e.status(), format!("{label}: {e}{at}"));
             }
         };
@@ -56,8 +60,10 @@ pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
             return Outcome::error(format!("{label}: more than {MAX_REDIRECTS} redirects"));
         }
         if response.status == StatusCode::SEE_OTHER
-            || (matches!(response.status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
-                && method == Method::POST)
+            || (matches!(
+                response.status,
+                StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND
+            ) && method == Method::POST)
         {
             method = Method::GET;
             body = bytes::Bytes::new();
@@ -119,7 +125,9 @@ fn judge(spec: &HttpSpec, label: &str, response: &Response) -> Outcome {
             } else {
                 String::new()
             };
-            Outcome::degraded(format!("{label} returned {status_text}, but {problem}{cut}"))
+            Outcome::degraded(format!(
+                "{label} returned {status_text}, but {problem}{cut}"
+            ))
         }
         None => Outcome::operational(format!("{label} returned {status_text}")),
     }
@@ -146,13 +154,11 @@ fn body_problem(spec: &HttpSpec, body: &[u8]) -> Option<String> {
         Err(e) => return Some(format!("the body is not JSON ({e})")),
     };
     for (path, want) in &spec.expect_json {
-        let got = path
-            .split('.')
-            .try_fold(&json, |value, key| match value {
-                serde_json::Value::Object(map) => map.get(key),
-                serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-                _ => None,
-            });
+        let got = path.split('.').try_fold(&json, |value, key| match value {
+            serde_json::Value::Object(map) => map.get(key),
+            serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        });
         match got {
             None => return Some(format!("JSON field {path} is missing (expected {want})")),
             Some(got) if !json_eq(got, want) => {

@@ -9,8 +9,8 @@
 pub mod cors;
 pub mod dns;
 pub mod http;
-pub mod net;
 pub mod http_check;
+pub mod net;
 pub mod tcp;
 pub mod tls;
 pub mod trust;

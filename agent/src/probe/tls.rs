@@ -176,7 +176,9 @@ pub fn judge(
         Err(rustls::Error::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         )) => (Ok(()), false),
-        Err(rustls::Error::InvalidCertificate(e)) => (Err(describe_cert_error(e)), name_matches(leaf_der, &name)),
+        Err(rustls::Error::InvalidCertificate(e)) => {
+            (Err(describe_cert_error(e)), name_matches(leaf_der, &name))
+        }
         Err(e) => (Err(e.to_string()), name_matches(leaf_der, &name)),
     };
 
@@ -212,16 +214,28 @@ pub fn judge(
         problems.push(format!("not valid before {}", date(not_before)));
     }
     if !name_ok {
-        let names = if sans.is_empty() { "no names".to_owned() } else { sans.join(", ") };
+        let names = if sans.is_empty() {
+            "no names".to_owned()
+        } else {
+            sans.join(", ")
+        };
         problems.push(format!("not valid for {} (it names {names})", spec.host));
     }
 
     let facts_text = format!(
         "subject {subject}; issuer {issuer}; SANs {}; expires {} ({days_left} days); chain of {}; {}",
-        if sans.is_empty() { "none".to_owned() } else { sans.join(", ") },
+        if sans.is_empty() {
+            "none".to_owned()
+        } else {
+            sans.join(", ")
+        },
         date(not_after),
         chain.len(),
-        if trusted.is_ok() { "trusted" } else { "untrusted" },
+        if trusted.is_ok() {
+            "trusted"
+        } else {
+            "untrusted"
+        },
     );
     let mut outcome = if !problems.is_empty() {
         Outcome::error(format!("{}; {facts_text}", problems.join("; ")))
@@ -256,8 +270,12 @@ fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
         .filter_map(|name| match name {
             GeneralName::DNSName(dns) => Some((*dns).to_owned()),
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
                 _ => None,
             },
             _ => None,

@@ -29,7 +29,9 @@ impl TestCa {
     pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = OffsetDateTime::now_utc();
@@ -137,9 +139,13 @@ impl Leaf {
 
     fn params(&self) -> Result<CertificateParams, rcgen::Error> {
         let mut params = CertificateParams::new(self.names.clone())?;
-        params.distinguished_name.push(DnType::CommonName, self.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, self.common_name.as_str());
         if let Some(org) = &self.organization {
-            params.distinguished_name.push(DnType::OrganizationName, org.as_str());
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org.as_str());
         }
         params.not_before = self.not_before;
         params.not_after = self.not_after;

@@ -3,12 +3,13 @@
 //! It owns one [`Zone`] — records by name, plus names that misbehave on purpose — and serves it
 //! over UDP and TCP (two-byte length prefix, RFC 1035 §4.2.2) on the same `127.0.0.1` port. Its
 //! answers are authoritative: the records of the asked name and type (following a CNAME to the
-//! asked type when the target is in the zone), NODATA (NOERROR, no answers) when the name only
-//! has other types, and NXDOMAIN when the name is unknown. Negative answers carry no SOA, so
-//! nothing caches them. A name can instead be set to answer SERVFAIL or REFUSED, to never
-//! answer, to answer with records of the wrong type, or to answer with bytes that are not a DNS
-//! message (see [`Behaviour`]). Queries that do not decode are ignored: the server never panics
-//! on what a client sends. Dropping the [`DnsServer`] stops it, TCP connections included.
+//! asked type when the target is in the zone, and answering the CNAME alone when it is not),
+//! NODATA (NOERROR, no answers) when the name only has other types, and NXDOMAIN when the name
+//! is unknown. Negative answers carry no SOA, so nothing caches them. A name can instead be set
+//! to answer SERVFAIL or REFUSED, to never answer, to answer with records of the wrong type, or
+//! to answer with bytes that are not a DNS message (see [`Behaviour`]). Queries that do not
+//! decode are ignored: the server never panics on what a client sends. Dropping the
+//! [`DnsServer`] stops it, TCP connections included.
 
 use std::collections::HashMap;
 use std::io;

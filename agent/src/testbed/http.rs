@@ -123,14 +123,17 @@ impl Misbehaviour {
             Self::BlackHole => {}
             Self::Garbage => {
                 let _ = stream.read(&mut request).await;
-                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff\xfe garbage\r\n\r\n").await;
+                let _ = stream
+                    .write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff\xfe garbage\r\n\r\n")
+                    .await;
             }
             Self::CloseWithoutAnswer => {
                 let _ = stream.read(&mut request).await;
             }
             Self::EndlessBody => {
                 let _ = stream.read(&mut request).await;
-                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+                let head =
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
                 if stream.write_all(head).await.is_err() {
                     return;
                 }
@@ -139,7 +142,9 @@ impl Misbehaviour {
             }
             Self::HugeBody(len) => {
                 let _ = stream.read(&mut request).await;
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {len}\r\n\r\n");
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {len}\r\n\r\n"
+                );
                 if stream.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }

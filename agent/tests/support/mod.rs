@@ -55,7 +55,11 @@ pub async fn run(probe: ProbeSpec) -> Outcome {
 /// Runs one probe with a fresh context and the given timeout.
 pub async fn run_with_timeout(probe: ProbeSpec, timeout: Duration) -> Outcome {
     init();
-    probe::run(&spec("test/health", timeout, probe), &ProbeContext::default()).await
+    probe::run(
+        &spec("test/health", timeout, probe),
+        &ProbeContext::default(),
+    )
+    .await
 }
 
 /// Writes `ca`'s certificate to a temporary PEM file.

@@ -86,8 +86,19 @@ target_cpu() {
     fi
 }
 
-# measure CASE CONFIG PROBES [pom check args...]: one run, appended to $work/CASE.samples as
-# "wall_s user_s sys_s maxrss_kib target_cpu_s".
+# TCP listen queue overflows so far, machine-wide (TcpExt ListenOverflows): a listener whose
+# accept queue was full dropped a handshake, and the client retried its SYN a second later.
+listen_overflows() {
+    awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "ListenOverflows") c = i; n = 1 }
+        else { print $c; exit } }' /proc/net/netstat
+}
+
+# The columns of a sample line, and how many there are.
+# wall_s user_s sys_s maxrss_kib target_cpu_s latency_p50_ms latency_p99_ms listen_overflows
+NCOL=8
+
+# measure CASE CONFIG PROBES [pom check args...]: one run, appended to $work/CASE.samples as one
+# line of the NCOL columns above. The latencies are those pom reports for each probe.
 #
 # Wall, user and system time come from bash's `time` (getrusage, millisecond precision; GNU
 # time only prints hundredths), peak RSS from GNU time, which wraps pom and costs about a
@@ -95,13 +106,15 @@ target_cpu() {
 measure() {
     local case=$1 config=$2 probes=$3
     shift 3
-    local before after rc=0 ok
+    local before after drops_before drops_after rc=0 ok
+    drops_before=$(listen_overflows)
     before=$(target_cpu)
     {
         time /usr/bin/time -f '%M' -o "$work/rss" \
             "$pom" check --config "$work/$config" --output json "$@" >"$work/out.json" 2>"$work/err"
     } 2>"$work/time" || rc=$?
     after=$(target_cpu)
+    drops_after=$(listen_overflows)
     ok=$(grep -c '"status": *"operational"' "$work/out.json" || true)
     if [[ $rc -ne 0 || $ok -ne $probes ]]; then
         echo "case $case: pom check exited $rc with $ok of $probes checks operational" >&2
@@ -109,12 +122,14 @@ measure() {
         grep -B3 -A3 '"status": *"\(degraded\|error\|unreachable\)"' "$work/out.json" | head -40 >&2 || true
         exit 1
     fi
-    local wall user sys rss
+    local wall user sys rss latencies
     read -r wall user sys <"$work/time"
     # GNU time prints "Command exited with non-zero status" first when it does; the figure is last.
     rss=$(tail -n 1 "$work/rss")
+    latencies=$(grep -o '"latency_ms": *[0-9.]*' "$work/out.json" | awk '{ print $NF }' | sort -g |
+        awk '{ v[NR] = $1 } END { printf "%s %s", v[int((NR + 1) * 0.5)], v[int(NR * 0.99 + 0.5)] }')
     echo "$wall $user $sys $rss $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.6f", a - b }')" \
-        >>"$work/$case.samples"
+        "$latencies $((drops_after - drops_before))" >>"$work/$case.samples"
 }
 
 # The cases: name, config, probes, extra arguments.
@@ -160,7 +175,7 @@ ratio() {
         files+=("$work/$c.samples")
     done
     paste -d' ' "${files[@]}" |
-        awk -v n=$# '{ for (i = 1; i <= n; i++) w[i] = $(5 * (i - 1) + 1); print '"$expr"' }' |
+        awk -v n=$# -v ncol=$NCOL '{ for (i = 1; i <= n; i++) w[i] = $(ncol * (i - 1) + 1); print '"$expr"' }' |
         sort -g | awk '{ v[NR] = $1 } END {
             if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
@@ -170,7 +185,7 @@ echo
 echo "pom check benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $cores cores ($cpu_model), $(rustc -V)"
 echo "RUNS=$RUNS rounds, medians; load average before $load_before, after $load_after"
 echo
-echo "| case | probes | concurrency | wall s (median) | wall s (min-max) | probes/s | pom CPU ms/probe (user+sys) | pom user / sys s | target CPU ms/probe | probes per pom CPU-s | probes/s/core (wall x $cores cores) | peak RSS MiB |"
+echo "| case | probes | concurrency | wall s, median (min-max) | probes/s/core (wall, $cores cores) | pom CPU ms/probe | pom user / sys s | target CPU ms/probe | probes per pom CPU-s | probe latency ms p50 / p99 | peak RSS MiB | listen overflows |"
 echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 for spec in "${cases[@]}"; do
     IFS='|' read -r name config probes extra <<<"$spec"
@@ -180,18 +195,23 @@ for spec in "${cases[@]}"; do
     wall=$(median "$f" '$1')
     lo=$(sort -g -k1,1 "$f" | head -n1 | cut -d' ' -f1)
     hi=$(sort -g -k1,1 "$f" | tail -n1 | cut -d' ' -f1)
-    rate=$(median "$f" "$probes / \$1")
+    per_core=$(median "$f" "$probes / \$1 / $cores")
     cpu_ms=$(median "$f" "(\$2 + \$3) * 1000 / $probes")
     user=$(median "$f" '$2')
     sys=$(median "$f" '$3')
     target_ms=$(median "$f" "\$5 * 1000 / $probes")
-    per_cpu_s=$(median "$f" "($probes / ((\$2 + \$3) > 0 ? (\$2 + \$3) : 0.01))")
-    per_core=$(median "$f" "$probes / \$1 / $cores")
+    per_cpu_s=$(median "$f" "$probes / ((\$2 + \$3) > 0 ? (\$2 + \$3) : 0.001)")
+    p50=$(median "$f" '$6')
+    p99=$(median "$f" '$7')
     rss=$(median "$f" '$4 / 1024')
-    printf '| %s | %d | %s | %.3f | %.3f-%.3f | %.0f | %.3f | %.3f / %.3f | %.3f | %.0f | %.0f | %.1f |\n' \
-        "$name" "$probes" "$conc" "$wall" "$lo" "$hi" "$rate" "$cpu_ms" "$user" "$sys" "$target_ms" \
-        "$per_cpu_s" "$per_core" "$rss"
+    drops=$(awk '{ s += $8 } END { print s + 0 }' "$f")
+    printf '| %s | %d | %s | %.3f (%.3f-%.3f) | %.0f | %.3f | %.3f / %.3f | %.3f | %.0f | %.0f / %.0f | %.1f | %d |\n' \
+        "$name" "$probes" "$conc" "$wall" "$lo" "$hi" "$per_core" "$cpu_ms" "$user" "$sys" "$target_ms" \
+        "$per_cpu_s" "$p50" "$p99" "$rss" "$drops"
 done
+echo
+echo "Medians over $RUNS runs, except min-max and listen overflows (the sum over all runs of the case,"
+echo "counted machine-wide). CPU per probe is user+system time divided by the probes of the run."
 echo
 echo "Side-by-side ratios (median over rounds of wall-time ratios within a round):"
 echo "- https / http: $(ratio 'w[1] / w[2]' https http)"

@@ -437,7 +437,11 @@ async fn a_dangling_cname_is_an_error() {
     assert_outcome(
         &outcome,
         Status::Error,
-        &["A dangling.example.com", "NXDOMAIN"],
+        &[
+            "A dangling.example.com",
+            "NXDOMAIN from",
+            "for gone.example.net, which the name points to",
+        ],
     );
     // The CNAME itself is still there to be checked.
     let outcome = probe(

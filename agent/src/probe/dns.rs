@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::{Outcome, ProbeContext};
@@ -72,7 +73,8 @@ pub async fn probe(spec: &DnsSpec, ctx: &ProbeContext) -> Outcome {
         .map_or_else(|| "the system resolver".to_owned(), |ns| ns.to_string());
     let resolver = match ctx.dns.get(spec.nameserver) {
         Ok(resolver) => resolver,
-        Err(e) => return Outcome::error(format!("cannot set up a resolver: {e}")),
+        // A local problem (say, an unreadable resolv.conf), not a wrong answer from the target.
+        Err(e) => return Outcome::unreachable(format!("cannot set up a resolver: {e}")),
     };
     // A trailing dot makes the name absolute, so no search domain is tried.
     let fqdn = if spec.name.ends_with('.') {
@@ -89,10 +91,17 @@ pub async fn probe(spec: &DnsSpec, ctx: &ProbeContext) -> Outcome {
             .iter()
             .filter_map(|record| canonical_rdata(spec.record_type, &record.data))
             .collect(),
-        Err(e) if e.is_nx_domain() => {
-            return Outcome::error(format!(
-                "{label}: NXDOMAIN from {server}, the name does not exist"
-            ));
+        Err(NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+            query,
+            response_code: ResponseCode::NXDomain,
+            ..
+        }))) => {
+            let missing = canonical_name(&query.name().to_ascii());
+            return Outcome::error(if missing == canonical_name(&spec.name) {
+                format!("{label}: NXDOMAIN from {server}, the name does not exist")
+            } else {
+                format!("{label}: NXDOMAIN from {server} for {missing}, which the name points to")
+            });
         }
         Err(e) if e.is_no_records_found() => BTreeSet::new(),
         Err(NetError::Dns(DnsError::ResponseCode(code))) => {

@@ -191,6 +191,7 @@ async fn the_demo_shows_every_status_and_exits_0() {
         "shop/route:/login",
         "shop/route:/api/pilot-request",
         "shop/cors",
+        "shop/dns:A:shop.example",
     ] {
         assert_eq!(status(id).0, "operational", "{id}: {}", status(id).1);
     }
@@ -201,6 +202,12 @@ async fn the_demo_shows_every_status_and_exits_0() {
         "{detail}"
     );
     assert_eq!(status("edge/health").0, "error");
+    let (edge_dns, detail) = status("edge/dns");
+    assert_eq!(edge_dns, "error");
+    assert!(
+        detail.contains("expected [203.0.113.7], got [198.51.100.9]"),
+        "{detail}"
+    );
     assert_eq!(status("api/health").0, "degraded");
     assert_eq!(status("api/tls").0, "degraded");
     assert_eq!(status("legacy/health").0, "unreachable");

@@ -1,8 +1,8 @@
 //! `pom demo`: a first run that shows something real with no setup and no network.
 //!
-//! It starts local services on loopback, each playing a failure PoM exists to catch: a healthy
-//! shop; an edge proxy answering `404 page not found` with Traefik's self-signed default
-//! certificate; an API whose certificate expires in 5 days and whose health body says the
+//! It starts local services on loopback (and a local DNS server), each playing a failure PoM
+//! exists to catch: a healthy shop; an edge proxy answering `404 page not found` with Traefik's
+//! self-signed default certificate, whose DNS record has drifted; an API whose certificate expires in 5 days and whose health body says the
 //! database is down; a service that is not running at all. It writes a `pom.toml` for them and
 //! runs exactly what `pom check` runs.
 
@@ -18,6 +18,7 @@ use super::output::{self, Row};
 use super::{DemoArgs, Output};
 use crate::probe::ProbeContext;
 use crate::testbed::certs::{Leaf, TestCa, traefik_default};
+use crate::testbed::dns::{DnsServer, Zone};
 use crate::testbed::http::TestServer;
 use crate::{config, plan, runner};
 
@@ -36,6 +37,12 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let gone = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let dns = DnsServer::start(
+        Zone::new()
+            .a("shop.example", [127, 0, 0, 1])
+            .a("edge.example", [198, 51, 100, 9]),
+    )
+    .await?;
 
     let toml = format!(
         r#"# Written by `pom demo`: local services, each playing one failure.
@@ -62,6 +69,11 @@ ca_file = "demo-ca.crt"
   origin = "https://app.shop.example"
   method = "POST"
   headers = ["content-type"]
+  [[targets.dns]]
+  type = "A"
+  name = "shop.example"
+  expect = ["127.0.0.1"]
+  nameserver = "{dns}"
 
 [[targets]]
 name = "edge"              # a proxy with no route and no certificate for the host
@@ -70,6 +82,11 @@ ca_file = "demo-ca.crt"
   [targets.health]
   path = "/api/health"
   [targets.tls]
+  [[targets.dns]]          # and its DNS record was changed behind our back
+  type = "A"
+  name = "edge.example"
+  expect = ["203.0.113.7"]
+  nameserver = "{dns}"
 
 [[targets]]
 name = "api"               # certificate expires in 5 days; health body reports trouble
@@ -91,14 +108,16 @@ url = "http://127.0.0.1:{gone}"
         shop = shop.port(),
         edge = edge.port(),
         api = api.port(),
+        dns = dns.addr(),
     );
     let config_path = dir.path().join("pom.toml");
     std::fs::write(&config_path, &toml).context("writing the demo config")?;
 
     if args.output == Output::Table {
         println!("PoM demo: four local services, each playing a failure PoM catches.");
-        println!("  shop    healthy: health, TLS, routes and CORS all pass");
-        println!("  edge    a proxy answering 404 with Traefik's self-signed default certificate");
+        println!("  shop    healthy: health, TLS, routes, CORS and DNS all pass");
+        println!("  edge    a proxy answering 404 with Traefik's self-signed default certificate,");
+        println!("          and its DNS record no longer points where it should");
         println!("  api     certificate expires in 5 days; health says the database is down");
         println!("  legacy  the service is gone: nothing listens on its port");
         println!(

@@ -354,3 +354,38 @@ fn config_check_accepts_the_example_and_resolves_relative_ca_files() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no PEM certificate"));
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/examples/pom.toml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = pom::config::parse(&text, "fuzz.toml", None);
+        }
+
+        /// Deletes a slice of the example and splices arbitrary text in: near-valid files reach
+        /// validation and the key-path locator, not only the TOML parser.
+        #[test]
+        fn on_mutations_of_the_example(start in 0usize..EXAMPLE.len(), len in 0usize..40, insert in "\\PC{0,12}") {
+            let mut text = EXAMPLE.to_owned();
+            let start = (0..=start).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let end = (start + len..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text.replace_range(start..end, &insert);
+            if let Err(e) = pom::config::parse(&text, "fuzz.toml", None) {
+                // Every problem is located somewhere inside the file.
+                let lines = text.lines().count().max(1) + 1;
+                for line in e.to_string().lines() {
+                    let mut parts = line.splitn(4, ':');
+                    prop_assert_eq!(parts.next(), Some("fuzz.toml"));
+                    let n: usize = parts.next().and_then(|l| l.parse().ok()).expect("line number");
+                    prop_assert!((1..=lines).contains(&n), "line {} of {}: {}", n, lines, line);
+                }
+            }
+        }
+    }
+}

@@ -5,17 +5,19 @@
 #
 # Builds `pom` and the `bench_target` example in release mode, starts the target (one HTTP and
 # one HTTPS server on 127.0.0.1, and the configs pointing at them), then runs
-# `pom check --output json` on each case RUNS times under GNU time. The cases are interleaved
-# (one run of each case, then the next round) so that a noisy neighbour on a shared machine hits
-# every case alike, and ratios between cases are taken within a round. Each case gets one
-# unmeasured warm-up run first. Every run must exit 0 with every check operational, or the
-# script fails.
+# `pom check --output json` on each case RUNS times. The cases are interleaved (one run of each
+# case, then the next round) so that a noisy neighbour on a shared machine hits every case alike,
+# and ratios between cases are taken within a round. Each case gets one unmeasured warm-up run
+# first. Every run must exit 0 with every check operational, or the script fails (the JSON goes
+# to a scratch file, so that a failure can be shown).
 #
-# The target's server runs on the same cores as pom (nothing is pinned): its CPU time is read
-# from /proc/PID/stat around each run and reported separately, so the split is visible.
+# Nothing is pinned: the target's servers run on the same cores as pom, as they would on a
+# small host checking itself. The target's CPU time is read from /proc around each run and
+# reported separately, so the split is visible.
 #
 # Environment: RUNS (default 7), CONCURRENCY (the sweep of the https case, default "16 64 256").
-# Prints a markdown table on stdout; progress goes to stderr.
+# Needs bash, GNU time at /usr/bin/time, awk and cargo. Prints a markdown table on stdout;
+# progress goes to stderr.
 set -euo pipefail
 
 RUNS=${RUNS:-7}
@@ -217,8 +219,6 @@ echo "Side-by-side ratios (median over rounds of wall-time ratios within a round
 echo "- https / http: $(ratio 'w[1] / w[2]' https http)"
 echo "- mixed / (http + https): $(ratio 'w[1] / (w[2] + w[3])' mixed http https)"
 read -r -a sweep <<<"$CONCURRENCY"
-if [[ ${#sweep[@]} -ge 2 ]]; then
-    first=${sweep[0]}
-    last=${sweep[${#sweep[@]} - 1]}
-    echo "- https at concurrency $last / at $first: $(ratio 'w[1] / w[2]' "https-c$last" "https-c$first")"
-fi
+for c in "${sweep[@]:1}"; do
+    echo "- https at concurrency $c / at ${sweep[0]}: $(ratio 'w[1] / w[2]' "https-c$c" "https-c${sweep[0]}")"
+done

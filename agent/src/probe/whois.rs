@@ -413,7 +413,7 @@ async fn get(
             max_body: MAX_BODY_BYTES,
         };
         let response = http::send(&request).await.map_err(|e| {
-            let detail = format!("{what} {url}: {e}");
+            let detail = failure(&format!("{what} {url}"), &e);
             match e.status() {
                 Status::Unreachable => LookupError::NoAnswer(detail),
                 _ => LookupError::Answer(detail),
@@ -506,7 +506,7 @@ async fn query(
         |e: &std::io::Error| LookupError::NoAnswer(format!("{label}: {}", describe_io(e)));
     let mut stream = net::connect(host, port)
         .await
-        .map_err(|e| LookupError::NoAnswer(format!("{label}: {e}")))?;
+        .map_err(|e| LookupError::NoAnswer(failure(label, &e)))?;
     stream
         .write_all(format!("{question}\r\n").as_bytes())
         .await
@@ -528,6 +528,15 @@ async fn query(
     }
     let capped = buf.len() >= MAX_WHOIS_BYTES;
     Ok((String::from_utf8_lossy(&buf).into_owned(), capped))
+}
+
+/// `label: error`, without the error's leading `address: ` when the label already names it.
+fn failure(label: &str, error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    match text.split_once(": ") {
+        Some((address, rest)) if label.contains(address) => format!("{label}: {rest}"),
+        _ => format!("{label}: {text}"),
+    }
 }
 
 /// `host` or `host:port` or `[v6]:port` (or a bare IPv6 address); the port defaults to 43.
@@ -1055,6 +1064,24 @@ mod tests {
             "{}",
             offset.detail
         );
+    }
+
+    #[test]
+    fn failure_does_not_repeat_the_address() {
+        let refused = "127.0.0.1:43: connection refused";
+        assert_eq!(
+            failure("WHOIS 127.0.0.1:43", &refused),
+            "WHOIS 127.0.0.1:43: connection refused"
+        );
+        assert_eq!(
+            failure("RDAP http://127.0.0.1:43/domain/x.test", &refused),
+            "RDAP http://127.0.0.1:43/domain/x.test: connection refused"
+        );
+        assert_eq!(
+            failure("WHOIS whois.example:43", &refused),
+            "WHOIS whois.example:43: 127.0.0.1:43: connection refused"
+        );
+        assert_eq!(failure("WHOIS h:43", &"timed out"), "WHOIS h:43: timed out");
     }
 
     #[test]

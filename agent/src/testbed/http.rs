@@ -41,7 +41,7 @@ impl TestServer {
 
     /// A server that misbehaves in the given way.
     pub async fn misbehaving(how: Misbehaviour) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = listen()?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
@@ -68,7 +68,7 @@ impl TestServer {
     }
 
     async fn serve(router: Router, tls: Option<TlsAcceptor>) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = listen()?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -92,6 +92,14 @@ impl TestServer {
         });
         Ok(Self { addr, task })
     }
+}
+
+/// Binds `127.0.0.1:0` with a deep accept queue: at high probe concurrency, tokio's default
+/// backlog of 128 overflows and the kernel's SYN retry adds a second to some probes.
+fn listen() -> io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(1024)
 }
 
 /// Ways for a server to misbehave.

@@ -112,6 +112,9 @@ pub struct WhoisSpec {
     pub rdap_url: Option<Url>,
     /// A WHOIS server (`host[:port]`) that overrides the IANA referral.
     pub whois_server: Option<String>,
+    /// RDAP's share of the check's timeout, so that a hung RDAP server still leaves WHOIS time
+    /// to answer.
+    pub rdap_timeout: Duration,
 }
 
 /// A CORS preflight.
@@ -219,6 +222,7 @@ fn probe_spec(target: &Target, def: &CheckDef<'_>) -> Result<ProbeSpec, String> 
             rdap_bootstrap: whois.rdap_bootstrap.clone(),
             rdap_url: whois.rdap_url.clone(),
             whois_server: whois.whois_server.clone(),
+            rdap_timeout: whois.timeout * 3 / 5,
         }),
         CheckDef::Cors(cors) => ProbeSpec::Cors(CorsSpec {
             url: url()?.join(&cors.path).map_err(|e| e.to_string())?,

@@ -237,6 +237,7 @@ fn spec(domain: &str, bootstrap: Url) -> WhoisSpec {
         rdap_bootstrap: bootstrap,
         rdap_url: None,
         whois_server: None,
+        rdap_timeout: Duration::from_secs(3),
     }
 }
 
@@ -468,6 +469,28 @@ async fn black_holed_rdap_server_is_unreachable_after_the_timeout() {
         &outcome,
         Status::Unreachable,
         "no answer within the 300ms timeout",
+    );
+}
+
+#[tokio::test]
+async fn a_hung_rdap_server_leaves_time_for_whois() {
+    let hole = black_hole().await;
+    let expires = in_days(200) + time::Duration::hours(1);
+    let line = format!(
+        "Registry Expiry Date: {}",
+        expires.format(&Rfc3339).expect("format")
+    );
+    let whois = whois_server(Whois::Says(whois_text(&line))).await;
+    let mut spec = spec("example.com", url(&format!("http://{hole}/dns.json")));
+    spec.rdap_url = Some(url(&format!("http://{hole}/")));
+    spec.whois_server = Some(whois.addr.clone());
+    spec.rdap_timeout = Duration::from_millis(300);
+    let outcome = run(spec, Duration::from_secs(10)).await;
+    assert_outcome(&outcome, Status::Operational, "example.com expires");
+    assert!(
+        outcome.detail.contains("(200 days) per WHOIS"),
+        "{}",
+        outcome.detail
     );
 }
 

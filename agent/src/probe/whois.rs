@@ -235,7 +235,15 @@ pub async fn probe(spec: &WhoisSpec, ctx: &ProbeContext) -> Outcome {
     let Some(domain) = normalize_domain(&spec.domain) else {
         return Outcome::error(format!("{:?} is not a domain name", spec.domain));
     };
-    let found = match rdap(spec, &domain, ctx).await {
+    let rdap = tokio::time::timeout(spec.rdap_timeout, rdap(spec, &domain, ctx))
+        .await
+        .unwrap_or_else(|_| {
+            Err(LookupError::NoAnswer(format!(
+                "RDAP: no answer within {}",
+                humantime::format_duration(spec.rdap_timeout)
+            )))
+        });
+    let found = match rdap {
         Err(rdap_err) if rdap_err.falls_back() => {
             tracing::debug!(domain = %domain, error = %rdap_err, "RDAP unusable; asking WHOIS");
             whois(spec, &domain)
@@ -468,7 +476,7 @@ async fn whois(spec: &WhoisSpec, domain: &str) -> Result<Found, LookupError> {
     let (host, port) = match &spec.whois_server {
         Some(server) => parse_server(server)
             .ok_or_else(|| LookupError::Answer(format!("invalid whois_server {server:?}")))?,
-        None => (referral(domain).await?, WHOIS_PORT),
+        None => referral(domain).await?,
     };
     let label = format!("WHOIS {}", host_port(&host, port));
     let (text, capped) = query(&label, &host, port, domain).await?;
@@ -485,12 +493,13 @@ async fn whois(spec: &WhoisSpec, domain: &str) -> Result<Found, LookupError> {
     }
 }
 
-/// Asks IANA which WHOIS server serves the TLD of `domain`.
-async fn referral(domain: &str) -> Result<String, LookupError> {
+/// Asks IANA which WHOIS server (host and port) serves the TLD of `domain`.
+async fn referral(domain: &str) -> Result<(String, u16), LookupError> {
     let tld = tld(domain);
     let label = format!("WHOIS {IANA_WHOIS}:{WHOIS_PORT}");
     let (text, _) = query(&label, IANA_WHOIS, WHOIS_PORT, tld).await?;
     referral_server(&text)
+        .and_then(|server| parse_server(&server))
         .ok_or_else(|| LookupError::Answer(format!("{label} names no WHOIS server for .{tld}")))
 }
 

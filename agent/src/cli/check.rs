@@ -6,9 +6,10 @@ use anyhow::bail;
 use mesh_proto::Status;
 
 use super::output::{self, Row};
-use super::{CheckArgs, EXIT_INTERNAL};
+use super::{CheckArgs, EXIT_INTERNAL, Output};
+use crate::config::{self, Config};
 use crate::probe::ProbeContext;
-use crate::{config, plan, runner};
+use crate::{plan, runner};
 
 pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let config = match config::load(&args.config.config) {
@@ -27,16 +28,28 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_INTERNAL);
         }
     }
-    let mut checks = plan::build(&config)?;
-    if !args.target.is_empty() {
-        checks.retain(|c| args.target.iter().any(|t| t == c.id.target()));
+    let concurrency = args
+        .concurrency
+        .unwrap_or(config.agent.max_concurrent_probes);
+    let worst = check_and_print(&config, &args.target, concurrency, args.output).await?;
+    Ok(worst.nagios_code())
+}
+
+/// Runs the checks of `targets` (all when empty) once and prints them; returns the worst status.
+/// `pom demo` shows its services through this same path.
+pub(super) async fn check_and_print(
+    config: &Config,
+    targets: &[String],
+    concurrency: usize,
+    format: Output,
+) -> anyhow::Result<Status> {
+    let mut checks = plan::build(config)?;
+    if !targets.is_empty() {
+        checks.retain(|c| targets.iter().any(|t| t == c.id.target()));
     }
     if checks.is_empty() {
         bail!("nothing to check");
     }
-    let concurrency = args
-        .concurrency
-        .unwrap_or(config.agent.max_concurrent_probes);
     let outcomes = runner::run_once(&checks, &Arc::new(ProbeContext::default()), concurrency).await;
     let rows: Vec<Row<'_>> = checks
         .iter()
@@ -46,6 +59,6 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
             outcome,
         })
         .collect();
-    output::print(&rows, args.output)?;
-    Ok(Status::worst(outcomes.iter().map(|o| o.status)).nagios_code())
+    output::print(&rows, format)?;
+    Ok(Status::worst(outcomes.iter().map(|o| o.status)))
 }

@@ -6,21 +6,18 @@
 //! database is down; a service that is not running at all. It writes a `pom.toml` for them and
 //! runs exactly what `pom check` runs.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use time::Duration;
 
-use super::output::{self, Row};
+use super::check::check_and_print;
 use super::{DemoArgs, Output};
-use crate::probe::ProbeContext;
+use crate::config;
 use crate::testbed::certs::{Leaf, TestCa, traefik_default};
 use crate::testbed::dns::{DnsServer, Zone};
 use crate::testbed::http::TestServer;
-use crate::{config, plan, runner};
 
 pub(super) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
@@ -127,17 +124,7 @@ url = "http://127.0.0.1:{gone}"
     }
 
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let checks = plan::build(&config)?;
-    let outcomes = runner::run_once(&checks, &Arc::new(ProbeContext::default()), 16).await;
-    let rows: Vec<Row<'_>> = checks
-        .iter()
-        .zip(&outcomes)
-        .map(|(check, outcome)| Row {
-            id: &check.id,
-            outcome,
-        })
-        .collect();
-    output::print(&rows, args.output)?;
+    check_and_print(&config, &[], 16, args.output).await?;
     if args.output == Output::Table {
         println!(
             "\n`pom check` would exit 2 here (some error or unreachable): the Nagios convention for a deploy gate."

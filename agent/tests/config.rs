@@ -248,6 +248,14 @@ fn mesh_and_channel_rules_are_enforced() {
         "[[alerts.channels]]\nname = \"h\"\ntype = \"webhook\"\n{TARGET}[targets.health]\n"
     );
     assert_error(&hook, "1:1", "needs exactly one of `url` or `url_env`");
+    let extra = format!(
+        "[[alerts.channels]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nbogus = 1\n{TARGET}[targets.health]\n"
+    );
+    assert_error(
+        &extra,
+        "1:1",
+        "unknown field `bogus`, expected one of `name`, `url`, `url_env`",
+    );
     let pager =
         format!("[[alerts.channels]]\nname = \"p\"\ntype = \"pager\"\n{TARGET}[targets.health]\n");
     assert_error(&pager, "3:8", "unknown variant `pager`");

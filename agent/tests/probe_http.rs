@@ -251,6 +251,15 @@ async fn garbage_instead_of_http_is_error() {
 }
 
 #[tokio::test]
+async fn an_endless_response_head_is_an_error_not_a_hang() {
+    let s = TestServer::misbehaving(Misbehaviour::EndlessHeader)
+        .await
+        .unwrap();
+    let outcome = run(ProbeSpec::Http(http(&url(&s, "/")))).await;
+    assert_outcome(&outcome, Status::Error, "invalid HTTP response");
+}
+
+#[tokio::test]
 async fn endless_body_is_cut_at_the_cap() {
     let s = TestServer::misbehaving(Misbehaviour::EndlessBody)
         .await

@@ -30,7 +30,7 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     }
     let concurrency = args
         .concurrency
-        .unwrap_or(config.agent.max_concurrent_probes);
+        .map_or(config.agent.max_concurrent_probes, usize::from);
     let worst = check_and_print(&config, &args.target, concurrency, args.output).await?;
     Ok(worst.nagios_code())
 }

@@ -71,9 +71,9 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// How many probes run at once [default: [agent] max_concurrent_probes].
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
+    /// How many probes run at once, 1 to 1024 [default: [agent] max_concurrent_probes].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: Option<u16>,
 }
 
 /// `pom demo`.

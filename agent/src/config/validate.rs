@@ -135,11 +135,12 @@ impl Validator {
             vec![Seg::Key("agent"), Seg::Key("api_token_env")],
             &agent.api_token_env,
         );
-        if !(1..=10_000).contains(&agent.max_concurrent_probes) {
+        // Each probe may hold a 1 MiB body: 1024 probes bound that memory at 1 GiB.
+        if !(1..=1024).contains(&agent.max_concurrent_probes) {
             self.report(
                 vec![Seg::Key("agent"), Seg::Key("max_concurrent_probes")],
                 format!(
-                    "expected between 1 and 10000 concurrent probes, got {}",
+                    "expected between 1 and 1024 concurrent probes, got {}",
                     agent.max_concurrent_probes
                 ),
             );

@@ -117,6 +117,8 @@ pub enum Misbehaviour {
     HugeBody(u64),
     /// Read the request, then close without answering.
     CloseWithoutAnswer,
+    /// Answer with a status line and a header that never ends.
+    EndlessHeader,
 }
 
 impl Misbehaviour {
@@ -137,6 +139,18 @@ impl Misbehaviour {
             }
             Self::CloseWithoutAnswer => {
                 let _ = stream.read(&mut request).await;
+            }
+            Self::EndlessHeader => {
+                let _ = stream.read(&mut request).await;
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nx-flood: ")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
             }
             Self::EndlessBody => {
                 let _ = stream.read(&mut request).await;

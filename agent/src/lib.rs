@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is thin: it parses the command line and hands over to [`cli`].
 //! Everything else lives here so that tests drive the same code the binary runs.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod plan;

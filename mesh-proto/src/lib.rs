@@ -10,10 +10,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod alert;
 mod check;
 mod observation;
 mod status;
 
+pub use alert::{AlertEvent, AlertKind};
 pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
 pub use observation::{Observation, Timestamp};
 pub use status::{Status, UnknownStatus};

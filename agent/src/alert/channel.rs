@@ -1,0 +1,1 @@
+//! Alert channels (being written).

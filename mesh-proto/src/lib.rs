@@ -12,12 +12,14 @@
 
 mod alert;
 mod check;
+mod engine;
 mod lifecycle;
 mod observation;
 mod status;
 
 pub use alert::{AlertEvent, AlertKind};
 pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
+pub use engine::{AlertEngine, Decision, Subject};
 pub use lifecycle::{AlertPolicy, Lifecycle, OpenIncident, Page};
 pub use observation::{Observation, Timestamp};
 pub use status::{Status, UnknownStatus};

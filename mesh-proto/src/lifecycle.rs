@@ -55,6 +55,9 @@ pub struct OpenIncident {
     pub pages: u32,
     /// When its latest page went out.
     pub last_page: Option<Timestamp>,
+    /// Folded into another alert: it pages nothing until an [`Lifecycle::update`] ends the hold.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// The alert state of one check.
@@ -84,7 +87,9 @@ impl Lifecycle {
             since: now,
             pages: 0,
             last_page: None,
+            held: false,
         });
+        incident.held = false;
         let due = match incident.last_page {
             None => cooled,
             Some(last) => {
@@ -104,10 +109,25 @@ impl Lifecycle {
         Some(page)
     }
 
+    /// Keeps a down check's incident open without paging, because its alert is folded into
+    /// another one (a down parent, `monitoring_offline`). When the hold ends and the check is
+    /// still down, [`update`](Self::update) pages it with its original start.
+    pub fn hold(&mut self, now: Timestamp) {
+        self.open
+            .get_or_insert(OpenIncident {
+                since: now,
+                pages: 0,
+                last_page: None,
+                held: true,
+            })
+            .held = true;
+    }
+
     /// When [`update`](Self::update) should be called again without a new verdict: the end of
-    /// a cooldown that holds back a firing, or the next reminder.
+    /// a cooldown that holds back a firing, or the next reminder. A held incident waits for its
+    /// hold to end instead.
     pub fn next_wakeup(&self, policy: &AlertPolicy) -> Option<Timestamp> {
-        let incident = self.open?;
+        let incident = self.open.filter(|i| !i.held)?;
         match incident.last_page {
             None => Some(
                 self.last_firing

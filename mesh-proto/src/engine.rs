@@ -1,0 +1,451 @@
+//! The alert engine: every check's [`Lifecycle`], plus the rules that span checks.
+//!
+//! - **Dependencies.** While any check of a parent target (`depends_on`, transitively) is
+//!   down (`error` or `unreachable`), the checks of its dependants are *folded*: they page nothing, and the parent's
+//!   pages list them. A dependant that already paged still gets its `resolved`.
+//! - **Monitoring offline.** When every network check of at least two targets is `unreachable`
+//!   in the same round, the likeliest cause is this agent's own network. One
+//!   `monitoring_offline` incident pages instead of one per target, and the target incidents are
+//!   held (they page if they outlast it). The mesh refines this later: there, peers decide.
+//!
+//! The engine is fed one round of confirmed statuses at a time, with `now`, and returns the pages
+//! owed. It holds no clock and does no I/O; its state is the lifecycles, which the agent persists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AlertPolicy, CheckId, CheckKind, Lifecycle, Page, Status, Timestamp};
+
+/// What a page is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    /// One check.
+    Check(CheckId),
+    /// This agent sees every target unreachable.
+    MonitoringOffline,
+}
+
+/// A page the engine decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What it is about.
+    pub subject: Subject,
+    /// Firing or resolved.
+    pub page: Page,
+    /// For a firing page: the dependant checks folded into it (or, for `monitoring_offline`,
+    /// the checks it stands for).
+    pub folded: Vec<CheckId>,
+}
+
+/// The alert engine of one agent.
+#[derive(Debug, Clone)]
+pub struct AlertEngine {
+    policy: AlertPolicy,
+    /// target → the targets it depends on, directly.
+    parents: BTreeMap<String, Vec<String>>,
+    lifecycles: BTreeMap<Subject, Lifecycle>,
+    /// The latest confirmed status of each check.
+    statuses: BTreeMap<CheckId, Status>,
+}
+
+impl AlertEngine {
+    /// An engine with the given policy and `depends_on` lists (target, its parents).
+    pub fn new(
+        policy: AlertPolicy,
+        depends_on: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Self {
+        Self {
+            policy,
+            parents: depends_on.into_iter().collect(),
+            lifecycles: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+        }
+    }
+
+    /// Restores a lifecycle saved before a restart.
+    pub fn restore(&mut self, subject: Subject, lifecycle: Lifecycle) {
+        self.lifecycles.insert(subject, lifecycle);
+    }
+
+    /// Every lifecycle, for persisting.
+    pub fn lifecycles(&self) -> impl Iterator<Item = (&Subject, &Lifecycle)> {
+        self.lifecycles.iter()
+    }
+
+    /// Feeds one round of confirmed statuses. Checks absent from `round` (no verdict: unknown or
+    /// local-only) keep their previous status. Returns the pages owed at `now`, parents first.
+    pub fn step(&mut self, round: &BTreeMap<CheckId, Status>, now: Timestamp) -> Vec<Decision> {
+        self.statuses
+            .extend(round.iter().map(|(id, status)| (id.clone(), *status)));
+        self.evaluate(now)
+    }
+
+    /// Re-evaluates without new statuses: deferred firings and reminders. Call it at
+    /// [`next_wakeup`](Self::next_wakeup).
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Decision> {
+        self.evaluate(now)
+    }
+
+    /// The earliest moment a lifecycle wants [`tick`](Self::tick).
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.lifecycles
+            .values()
+            .filter_map(|l| l.next_wakeup(&self.policy))
+            .min()
+    }
+
+    fn evaluate(&mut self, now: Timestamp) -> Vec<Decision> {
+        let policy = self.policy;
+        let offline = self.offline_checks();
+        // Targets that are down (not merely degraded): they fold their dependants.
+        let down_targets: BTreeSet<&str> = self
+            .statuses
+            .iter()
+            .filter(|(_, s)| s.is_failure())
+            .map(|(id, _)| id.target())
+            .collect();
+        let mut decisions = Vec::new();
+
+        let offline_page = self
+            .lifecycles
+            .entry(Subject::MonitoringOffline)
+            .or_default()
+            .update(!offline.is_empty(), now, &policy);
+        if let Some(page) = offline_page {
+            decisions.push(Decision {
+                subject: Subject::MonitoringOffline,
+                page,
+                folded: offline.clone(),
+            });
+        }
+
+        // Parents before dependants, so a parent's firing lists what it folds.
+        let mut order: Vec<(CheckId, Status, Option<String>)> = self
+            .statuses
+            .iter()
+            .map(|(id, status)| {
+                let folding_parent = self
+                    .ancestors(id.target())
+                    .into_iter()
+                    .find(|p| down_targets.contains(p.as_str()));
+                (id.clone(), *status, folding_parent)
+            })
+            .collect();
+        order.sort_by_cached_key(|(id, _, _)| (self.depth(id.target()), id.clone()));
+        let mut pages = Vec::new();
+        let mut folded_under: BTreeMap<String, Vec<CheckId>> = BTreeMap::new();
+        for (id, status, folding_parent) in order {
+            let alerting = status != Status::Operational;
+            let lifecycle = self
+                .lifecycles
+                .entry(Subject::Check(id.clone()))
+                .or_default();
+            if alerting && (!offline.is_empty() || folding_parent.is_some()) {
+                if let Some(parent) = folding_parent {
+                    folded_under.entry(parent).or_default().push(id.clone());
+                }
+                lifecycle.hold(now);
+                continue;
+            }
+            if let Some(page) = lifecycle.update(alerting, now, &policy) {
+                pages.push((id, page));
+            }
+        }
+        for (id, page) in pages {
+            let folded = match page {
+                Page::Firing { .. } => folded_under.get(id.target()).cloned().unwrap_or_default(),
+                Page::Resolved { .. } => Vec::new(),
+            };
+            decisions.push(Decision {
+                subject: Subject::Check(id),
+                page,
+                folded,
+            });
+        }
+        decisions
+    }
+
+    /// The network checks, if every one of them (across at least two targets) is
+    /// `unreachable`; empty otherwise.
+    fn offline_checks(&self) -> Vec<CheckId> {
+        let network: Vec<(&CheckId, &Status)> = self
+            .statuses
+            .iter()
+            .filter(|(id, _)| id.kind() != CheckKind::Heartbeat)
+            .collect();
+        let targets: BTreeSet<&str> = network.iter().map(|(id, _)| id.target()).collect();
+        if targets.len() >= 2 && network.iter().all(|(_, s)| **s == Status::Unreachable) {
+            network.into_iter().map(|(id, _)| id.clone()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Every target `target` depends on, transitively, nearest first. Cycles (refused by config
+    /// validation) end the walk instead of looping.
+    fn ancestors(&self, target: &str) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut queue: Vec<String> = self.parents.get(target).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        while !queue.is_empty() {
+            let next = queue.remove(0);
+            if next == target || !seen.insert(next.clone()) {
+                continue;
+            }
+            if let Some(more) = self.parents.get(&next) {
+                queue.extend(more.iter().cloned());
+            }
+            out.push(next);
+        }
+        out
+    }
+
+    fn depth(&self, target: &str) -> usize {
+        self.ancestors(target).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const POLICY: AlertPolicy = AlertPolicy {
+        cooldown_ms: 5 * MIN,
+        repeat_interval_ms: 0,
+    };
+
+    fn id(s: &str) -> CheckId {
+        s.parse().unwrap()
+    }
+
+    fn round(items: &[(&str, Status)]) -> BTreeMap<CheckId, Status> {
+        items.iter().map(|(i, s)| (id(i), *s)).collect()
+    }
+
+    fn t(minutes: i64) -> Timestamp {
+        Timestamp(minutes * MIN)
+    }
+
+    fn engine() -> AlertEngine {
+        AlertEngine::new(
+            POLICY,
+            [
+                ("shop".to_owned(), vec!["edge".to_owned()]),
+                ("blog".to_owned(), vec!["edge".to_owned()]),
+                ("cdn".to_owned(), vec![]),
+            ],
+        )
+    }
+
+    use Status::{Error, Operational as Ok, Unreachable};
+
+    #[test]
+    fn a_lone_failure_pages_once_and_resolves() {
+        let mut e = engine();
+        let d = e.step(&round(&[("cdn/health", Error), ("shop/health", Ok)]), t(0));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].subject, Subject::Check(id("cdn/health")));
+        assert!(e.step(&round(&[("cdn/health", Error)]), t(1)).is_empty());
+        let d = e.step(&round(&[("cdn/health", Ok)]), t(2));
+        assert_eq!(d[0].page, Page::Resolved { since: t(0) });
+    }
+
+    #[test]
+    fn dependants_fold_into_a_down_parent() {
+        let mut e = engine();
+        let d = e.step(
+            &round(&[
+                ("edge/health", Error),
+                ("shop/health", Error),
+                ("shop/tls", Error),
+                ("blog/health", Error),
+                ("cdn/health", Ok),
+            ]),
+            t(0),
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].subject, Subject::Check(id("edge/health")));
+        assert_eq!(
+            d[0].folded,
+            [id("blog/health"), id("shop/health"), id("shop/tls")]
+        );
+        // The parent recovers; a dependant that is still down now pages on its own.
+        let d = e.step(&round(&[("edge/health", Ok), ("blog/health", Ok)]), t(1));
+        let subjects: Vec<&Subject> = d.iter().map(|d| &d.subject).collect();
+        assert_eq!(
+            subjects,
+            [
+                &Subject::Check(id("edge/health")),
+                &Subject::Check(id("shop/health")),
+                &Subject::Check(id("shop/tls"))
+            ]
+        );
+        assert!(matches!(d[0].page, Page::Resolved { .. }));
+        assert!(
+            matches!(d[1].page, Page::Firing { since, .. } if since == t(0)),
+            "original start kept"
+        );
+    }
+
+    #[test]
+    fn a_merely_degraded_parent_folds_nothing() {
+        let mut e = engine();
+        let d = e.step(
+            &round(&[("edge/tls", Status::Degraded), ("shop/health", Error)]),
+            t(0),
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|d| d.folded.is_empty()));
+    }
+
+    #[test]
+    fn a_dependant_that_paged_before_its_parent_still_resolves() {
+        let mut e = engine();
+        assert_eq!(
+            e.step(&round(&[("shop/health", Error), ("edge/health", Ok)]), t(0))
+                .len(),
+            1
+        );
+        assert_eq!(e.step(&round(&[("edge/health", Error)]), t(1)).len(), 1);
+        let d = e.step(&round(&[("shop/health", Ok)]), t(2));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].page, Page::Resolved { since: t(0) });
+    }
+
+    #[test]
+    fn everything_unreachable_is_one_monitoring_offline_page() {
+        let mut e = engine();
+        let all = [
+            ("edge/health", Unreachable),
+            ("shop/health", Unreachable),
+            ("cdn/health", Unreachable),
+            ("cdn/tls", Unreachable),
+        ];
+        let d = e.step(&round(&all), t(0));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].subject, Subject::MonitoringOffline);
+        assert_eq!(d[0].folded.len(), 4);
+        // The network comes back: only the offline incident resolves; no target ever paged.
+        let back = all.map(|(i, _)| (i, Ok));
+        let d = e.step(&round(&back), t(3));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].subject, Subject::MonitoringOffline);
+        assert!(matches!(d[0].page, Page::Resolved { .. }));
+    }
+
+    #[test]
+    fn one_target_unreachable_is_not_monitoring_offline() {
+        let mut e = engine();
+        let d = e.step(
+            &round(&[("cdn/health", Unreachable), ("cdn/tls", Unreachable)]),
+            t(0),
+        );
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|d| matches!(d.subject, Subject::Check(_))));
+    }
+
+    #[test]
+    fn a_held_firing_is_owed_at_the_next_wakeup_and_restored_state_is_respected() {
+        let mut e = engine();
+        e.step(&round(&[("cdn/health", Error)]), t(0));
+        e.step(&round(&[("cdn/health", Ok)]), t(1));
+        assert!(
+            e.step(&round(&[("cdn/health", Error)]), t(2)).is_empty(),
+            "cooldown"
+        );
+        assert_eq!(e.next_wakeup(), Some(t(5)));
+        assert_eq!(e.tick(t(5)).len(), 1);
+
+        let saved: Vec<(Subject, Lifecycle)> =
+            e.lifecycles().map(|(s, l)| (s.clone(), *l)).collect();
+        let mut restarted = engine();
+        for (subject, lifecycle) in saved {
+            restarted.restore(subject, lifecycle);
+        }
+        assert!(
+            restarted
+                .step(&round(&[("cdn/health", Error)]), t(6))
+                .is_empty(),
+            "no re-page"
+        );
+        assert_eq!(restarted.step(&round(&[("cdn/health", Ok)]), t(7)).len(), 1);
+    }
+
+    mod simulation {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const CHECKS: [&str; 6] = [
+            "edge/health",
+            "shop/health",
+            "shop/tls",
+            "blog/health",
+            "cdn/health",
+            "cdn/dns:A",
+        ];
+
+        fn status() -> impl Strategy<Value = Option<Status>> {
+            prop_oneof![
+                3 => Just(Some(Status::Operational)),
+                1 => Just(Some(Status::Degraded)),
+                1 => Just(Some(Error)),
+                2 => Just(Some(Unreachable)),
+                1 => Just(None),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn cross_check_invariants_hold(
+                rounds in proptest::collection::vec(
+                    (proptest::collection::vec(status(), CHECKS.len()), 0i64..10 * MIN),
+                    1..80,
+                ),
+            ) {
+                let mut e = engine();
+                let mut now = t(0);
+                let mut open: BTreeMap<Subject, Timestamp> = BTreeMap::new();
+                let mut current: BTreeMap<CheckId, Status> = BTreeMap::new();
+                for (statuses, gap) in rounds {
+                    now = now.add_millis(gap);
+                    let round: BTreeMap<CheckId, Status> = CHECKS
+                        .iter()
+                        .zip(&statuses)
+                        .filter_map(|(c, s)| s.map(|s| (id(c), s)))
+                        .collect();
+                    current.extend(round.clone());
+                    let mut decisions = e.step(&round, now);
+                    decisions.extend(e.tick(now));
+                    let offline = e.offline_checks();
+                    for d in decisions {
+                        match d.page {
+                            Page::Firing { since, repeat: 0 } => {
+                                prop_assert!(!open.contains_key(&d.subject), "{:?} paged twice", d.subject);
+                                if let Subject::Check(check) = &d.subject {
+                                    prop_assert!(offline.is_empty(), "{} paged while monitoring is offline", check);
+                                    let parent_down = e.ancestors(check.target()).iter().any(|p| {
+                                        current.iter().any(|(c, s)| c.target() == p && s.is_failure())
+                                    });
+                                    prop_assert!(!parent_down, "{} paged while a parent is down", check);
+                                    prop_assert!(current[check] != Status::Operational);
+                                }
+                                open.insert(d.subject.clone(), since);
+                            }
+                            Page::Firing { .. } => {}
+                            Page::Resolved { since } => {
+                                prop_assert_eq!(open.remove(&d.subject), Some(since), "resolved without firing");
+                            }
+                        }
+                    }
+                    // A held-back firing is always owed at a future wake-up, never in the past.
+                    if let Some(wake) = e.next_wakeup() {
+                        prop_assert!(wake > now || e.tick(now).is_empty(), "stale wake-up");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -9,4 +9,5 @@ pub mod config;
 pub mod plan;
 pub mod probe;
 pub mod runner;
+pub mod scheduler;
 pub mod testbed;

@@ -13,3 +13,4 @@
 pub mod certs;
 pub mod dns;
 pub mod http;
+pub mod smtp;

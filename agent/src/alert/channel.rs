@@ -1,1 +1,0 @@
-//! Alert channels (being written).

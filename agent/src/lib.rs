@@ -10,4 +10,5 @@ pub mod plan;
 pub mod probe;
 pub mod runner;
 pub mod scheduler;
+pub mod store;
 pub mod testbed;

@@ -5,6 +5,7 @@
 //! out.
 
 pub mod channel;
+pub mod outbox;
 pub mod payload;
 
 pub use payload::Alert;

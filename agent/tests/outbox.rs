@@ -283,3 +283,76 @@ async fn a_permanent_failure_is_kept_at_the_longest_backoff() {
     assert_eq!(receiver.seen().len(), 1);
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transition_is_queued_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Receiver::default(), Receiver::default());
+    let (sa, sb) = (a.serve().await, b.serve().await);
+    let check: mesh_proto::CheckId = "shop/health".parse().unwrap();
+    let firing = alert();
+
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let outbox = Outbox::new(
+        store.clone(),
+        vec![webhook("a", &sa), webhook("b", &sb)],
+        FAST,
+    );
+    assert!(outbox.notify(&check, &firing, now()).await.unwrap());
+    assert!(
+        !outbox.notify(&check, &firing, now()).await.unwrap(),
+        "already logged"
+    );
+    assert_eq!(
+        store.pending_count().await.unwrap(),
+        2,
+        "one row per channel"
+    );
+    store.close().await.unwrap();
+
+    // After a restart (as after kill -9: the rows were committed before anything was sent).
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let outbox = Outbox::new(
+        store.clone(),
+        vec![webhook("a", &sa), webhook("b", &sb)],
+        FAST,
+    );
+    assert!(
+        !outbox.notify(&check, &firing, now()).await.unwrap(),
+        "not paged again"
+    );
+    let mut resolved = firing.clone();
+    resolved.event = AlertEvent::Resolved;
+    resolved.status = Status::Operational;
+    assert!(outbox.notify(&check, &resolved, now()).await.unwrap());
+    let round = outbox.deliver_due(now()).await.unwrap();
+    assert_eq!(round.delivered, 4);
+    let events = |r: &Receiver| -> Vec<String> {
+        r.seen()
+            .iter()
+            .map(|(_, body)| body["event"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(events(&a), ["firing", "resolved"]);
+    assert_eq!(events(&b), ["firing", "resolved"]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_write_logs_nothing_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::default();
+    let server = receiver.serve().await;
+    let check: mesh_proto::CheckId = "shop/health".parse().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let outbox = Outbox::new(store.clone(), vec![webhook("hook", &server)], FAST);
+
+    store.set_query_only_for_tests(true).await.unwrap();
+    assert!(outbox.notify(&check, &alert(), now()).await.is_err());
+    store.set_query_only_for_tests(false).await.unwrap();
+    // Neither half was kept: the transition is still new, and nothing was queued before it.
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert!(outbox.notify(&check, &alert(), now()).await.unwrap());
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    store.close().await.unwrap();
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_proto::Timestamp;
+use mesh_proto::{CheckId, Timestamp};
 use tokio::sync::{Notify, watch};
 
 use super::Alert;
@@ -104,6 +104,26 @@ impl Outbox {
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Records that `alert` (a transition of `check`) is being notified and queues it for every
+    /// channel, atomically, unless the notification log already holds it. Returns whether it
+    /// was queued. This is what keeps a restart, even after `kill -9`, from paging twice.
+    pub async fn notify(
+        &self,
+        check: &CheckId,
+        alert: &Alert,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let channels: Vec<String> = self.channels.keys().cloned().collect();
+        let queued = self
+            .store
+            .log_and_enqueue(check, alert, &channels, now)
+            .await?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Sends every delivery due at `now` once.

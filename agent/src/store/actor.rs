@@ -89,6 +89,14 @@ pub(super) enum Query {
         key: NotificationKey,
         reply: Reply<bool>,
     },
+    LogAndEnqueue {
+        key: NotificationKey,
+        sent_by: String,
+        at: Timestamp,
+        channels: Vec<String>,
+        payload: String,
+        reply: Reply<bool>,
+    },
     Enqueue {
         channel: String,
         payload: String,
@@ -195,6 +203,19 @@ impl Query {
             Self::WasNotified { key, reply } => {
                 pending(reply, on(conn, |c| queries::was_notified(c, &key)))
             }
+            Self::LogAndEnqueue {
+                key,
+                sent_by,
+                at,
+                channels,
+                payload,
+                reply,
+            } => pending(
+                reply,
+                on(conn, |c| {
+                    queries::log_and_enqueue(c, &key, &sent_by, at, &channels, &payload)
+                }),
+            ),
             Self::Enqueue {
                 channel,
                 payload,

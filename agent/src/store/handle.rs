@@ -188,6 +188,37 @@ impl StoreHandle {
         .await
     }
 
+    /// Logs the transition of `alert` (its check, incident, event and repeat) and, only if it is
+    /// new, queues it for every one of `channels`, in one transaction. Returns whether it was
+    /// new: `false` means it was already notified (by this agent before a restart, or by a peer
+    /// whose log entry arrived first) and nothing was queued.
+    pub async fn log_and_enqueue(
+        &self,
+        check: &CheckId,
+        alert: &Alert,
+        channels: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let key = NotificationKey {
+            check: check.clone(),
+            incident: alert.incident.clone(),
+            event: alert.event,
+            repeat: alert.repeat,
+        };
+        let payload = serde_json::to_string(alert).map_err(StoreError::Encode)?;
+        let sent_by = alert.sent_by.clone();
+        let channels = channels.to_vec();
+        self.request(|reply| Query::LogAndEnqueue {
+            key,
+            sent_by,
+            at,
+            channels,
+            payload,
+            reply,
+        })
+        .await
+    }
+
     /// Whether the notification log holds this transition.
     pub async fn was_notified(
         &self,

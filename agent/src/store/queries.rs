@@ -198,6 +198,26 @@ pub(super) fn log_notification(
     Ok(inserted == 1)
 }
 
+/// Logs a transition and, only if it was not logged yet, queues `payload` for every channel.
+/// The caller runs it inside one savepoint, so the log entry and the outbox rows commit
+/// together: a crash can neither lose a page that is logged nor queue one twice.
+pub(super) fn log_and_enqueue(
+    conn: &Connection,
+    key: &NotificationKey,
+    sent_by: &str,
+    at: Timestamp,
+    channels: &[String],
+    payload: &str,
+) -> rusqlite::Result<bool> {
+    if !log_notification(conn, key, sent_by, at)? {
+        return Ok(false);
+    }
+    for channel in channels {
+        enqueue(conn, channel, payload, at)?;
+    }
+    Ok(true)
+}
+
 pub(super) fn was_notified(conn: &Connection, key: &NotificationKey) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM notifications

@@ -172,12 +172,7 @@ impl StoreHandle {
         sent_by: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let key = NotificationKey {
-            check: check.clone(),
-            incident: incident.to_owned(),
-            event,
-            repeat,
-        };
+        let key = NotificationKey::new(check, incident, event, repeat);
         let sent_by = sent_by.to_owned();
         self.request(|reply| Query::LogNotification {
             key,
@@ -199,12 +194,7 @@ impl StoreHandle {
         channels: &[String],
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let key = NotificationKey {
-            check: check.clone(),
-            incident: alert.incident.clone(),
-            event: alert.event,
-            repeat: alert.repeat,
-        };
+        let key = NotificationKey::new(check, &alert.incident, alert.event, alert.repeat);
         let payload = serde_json::to_string(alert).map_err(StoreError::Encode)?;
         let sent_by = alert.sent_by.clone();
         let channels = channels.to_vec();
@@ -227,12 +217,7 @@ impl StoreHandle {
         event: AlertEvent,
         repeat: u32,
     ) -> Result<bool, StoreError> {
-        let key = NotificationKey {
-            check: check.clone(),
-            incident: incident.to_owned(),
-            event,
-            repeat,
-        };
+        let key = NotificationKey::new(check, incident, event, repeat);
         self.request(|reply| Query::WasNotified { key, reply })
             .await
     }

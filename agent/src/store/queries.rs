@@ -22,6 +22,17 @@ pub(super) struct NotificationKey {
     pub(super) repeat: u32,
 }
 
+impl NotificationKey {
+    pub(super) fn new(check: &CheckId, incident: &str, event: AlertEvent, repeat: u32) -> Self {
+        Self {
+            check: check.clone(),
+            incident: incident.to_owned(),
+            event,
+            repeat,
+        }
+    }
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

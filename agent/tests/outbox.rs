@@ -289,7 +289,7 @@ async fn a_transition_is_queued_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (Receiver::default(), Receiver::default());
     let (sa, sb) = (a.serve().await, b.serve().await);
-    let check: mesh_proto::CheckId = "shop/health".parse().unwrap();
+    let check = mesh_proto::Subject::Check("shop/health".parse().unwrap());
     let firing = alert();
 
     let (store, _) = Store::open(dir.path()).unwrap();
@@ -343,7 +343,7 @@ async fn a_failed_write_logs_nothing_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::default();
     let server = receiver.serve().await;
-    let check: mesh_proto::CheckId = "shop/health".parse().unwrap();
+    let check = mesh_proto::Subject::Check("shop/health".parse().unwrap());
     let (store, _) = Store::open(dir.path()).unwrap();
     let outbox = Outbox::new(store.clone(), vec![webhook("hook", &server)], FAST);
 

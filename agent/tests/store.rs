@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mesh_proto::{
-    AlertEvent, AlertKind, AlertPolicy, CheckId, Lifecycle, Observation, Status, Timestamp,
+    AlertEvent, AlertKind, AlertPolicy, CheckId, Lifecycle, Observation, Status, Subject, Timestamp,
 };
 use pom::alert::Alert;
 use pom::alert::payload::PAYLOAD_VERSION;
@@ -22,6 +22,10 @@ const DAY: i64 = 86_400_000;
 
 fn check(s: &str) -> CheckId {
     s.parse().expect("test check id")
+}
+
+fn subject(s: &str) -> Subject {
+    Subject::Check(check(s))
 }
 
 fn obs(check_id: &str, status: Status, latency_ms: Option<u64>, at: i64) -> Observation {
@@ -194,19 +198,19 @@ async fn lifecycles_round_trip_and_survive_a_restart() {
     let quiet = Lifecycle::default();
 
     store
-        .save_lifecycle(&check("a/health"), &quiet, Timestamp(1))
+        .save_lifecycle(&subject("a/health"), &quiet, Timestamp(1))
         .await
         .unwrap();
     store
-        .save_lifecycle(&check("b/tls"), &quiet, Timestamp(1))
+        .save_lifecycle(&subject("b/tls"), &quiet, Timestamp(1))
         .await
         .unwrap();
     // Saving again replaces.
     store
-        .save_lifecycle(&check("a/health"), &down, Timestamp(2))
+        .save_lifecycle(&subject("a/health"), &down, Timestamp(2))
         .await
         .unwrap();
-    let expected = vec![(check("a/health"), down), (check("b/tls"), quiet)];
+    let expected = vec![(subject("a/health"), down), (subject("b/tls"), quiet)];
     assert_eq!(store.load_lifecycles().await.unwrap(), expected);
 
     let store = reopen(store, dir.path()).await;
@@ -235,13 +239,20 @@ async fn the_notification_log_dedups_across_a_restart() {
 
     assert!(
         !store
-            .was_notified(&id, incident, AlertEvent::Firing, 0)
+            .was_notified(&Subject::Check(id.clone()), incident, AlertEvent::Firing, 0)
             .await
             .unwrap()
     );
     assert!(
         store
-            .log_notification(&id, incident, AlertEvent::Firing, 0, "astra", Timestamp(1))
+            .log_notification(
+                &Subject::Check(id.clone()),
+                incident,
+                AlertEvent::Firing,
+                0,
+                "astra",
+                Timestamp(1)
+            )
             .await
             .unwrap(),
         "first entry is new"
@@ -249,7 +260,7 @@ async fn the_notification_log_dedups_across_a_restart() {
     assert!(
         !store
             .log_notification(
-                &id,
+                &Subject::Check(id.clone()),
                 incident,
                 AlertEvent::Firing,
                 0,
@@ -262,27 +273,32 @@ async fn the_notification_log_dedups_across_a_restart() {
     );
     assert!(
         store
-            .was_notified(&id, incident, AlertEvent::Firing, 0)
+            .was_notified(&Subject::Check(id.clone()), incident, AlertEvent::Firing, 0)
             .await
             .unwrap()
     );
     // Another repeat, event or incident is another transition.
     assert!(
         !store
-            .was_notified(&id, incident, AlertEvent::Firing, 1)
+            .was_notified(&Subject::Check(id.clone()), incident, AlertEvent::Firing, 1)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .was_notified(&id, incident, AlertEvent::Resolved, 0)
+            .was_notified(
+                &Subject::Check(id.clone()),
+                incident,
+                AlertEvent::Resolved,
+                0
+            )
             .await
             .unwrap()
     );
     assert!(
         store
             .log_notification(
-                &id,
+                &Subject::Check(id.clone()),
                 incident,
                 AlertEvent::Resolved,
                 0,
@@ -296,14 +312,26 @@ async fn the_notification_log_dedups_across_a_restart() {
     let store = reopen(store, dir.path()).await;
     assert!(
         !store
-            .log_notification(&id, incident, AlertEvent::Firing, 0, "astra", Timestamp(4))
+            .log_notification(
+                &Subject::Check(id.clone()),
+                incident,
+                AlertEvent::Firing,
+                0,
+                "astra",
+                Timestamp(4)
+            )
             .await
             .unwrap(),
         "a restart does not forget what was sent"
     );
     assert!(
         store
-            .was_notified(&id, incident, AlertEvent::Resolved, 0)
+            .was_notified(
+                &Subject::Check(id.clone()),
+                incident,
+                AlertEvent::Resolved,
+                0
+            )
             .await
             .unwrap()
     );
@@ -520,7 +548,7 @@ async fn prune_removes_old_rows_only() {
 
     store
         .log_notification(
-            &id,
+            &Subject::Check(id.clone()),
             "old",
             AlertEvent::Firing,
             0,
@@ -530,7 +558,14 @@ async fn prune_removes_old_rows_only() {
         .await
         .unwrap();
     store
-        .log_notification(&id, "new", AlertEvent::Firing, 0, "a", Timestamp(now - DAY))
+        .log_notification(
+            &Subject::Check(id.clone()),
+            "new",
+            AlertEvent::Firing,
+            0,
+            "a",
+            Timestamp(now - DAY),
+        )
         .await
         .unwrap();
 
@@ -561,13 +596,13 @@ async fn prune_removes_old_rows_only() {
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [old_pending]);
     assert!(
         !store
-            .was_notified(&id, "old", AlertEvent::Firing, 0)
+            .was_notified(&Subject::Check(id.clone()), "old", AlertEvent::Firing, 0)
             .await
             .unwrap()
     );
     assert!(
         store
-            .was_notified(&id, "new", AlertEvent::Firing, 0)
+            .was_notified(&Subject::Check(id.clone()), "new", AlertEvent::Firing, 0)
             .await
             .unwrap()
     );

@@ -3,8 +3,10 @@
 //! - **Dependencies.** While any check of a parent target (`depends_on`, transitively) is
 //!   down (`error` or `unreachable`), the checks of its dependants are *folded*: they page nothing, and the parent's
 //!   pages list them. A dependant that already paged still gets its `resolved`.
-//! - **Monitoring offline.** When every network check of at least two targets is `unreachable`
-//!   in the same round, the likeliest cause is this agent's own network. One
+//! - **Monitoring offline.** When, for at least two targets, the latest round of every target
+//!   (the checks fed with its newest timestamp) is all `unreachable`, the likeliest cause is
+//!   this agent's own network. Checks that ran long ago (an hourly TLS check) do not veto it:
+//!   only what each target answered last counts. One
 //!   `monitoring_offline` incident pages instead of one per target, and the target incidents are
 //!   held (they page if they outlast it). The mesh refines this later: there, peers decide.
 //!
@@ -12,18 +14,48 @@
 //! owed. It holds no clock and does no I/O; its state is the lifecycles, which the agent persists.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AlertPolicy, CheckId, CheckKind, Lifecycle, Page, Status, Timestamp};
+use crate::{AlertPolicy, CheckId, CheckIdError, CheckKind, Lifecycle, Page, Status, Timestamp};
 
 /// What a page is about.
+///
+/// Its string form (the store's key, log lines) is the check id, or `monitoring_offline`, which
+/// can never be a check id because it has no `/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Subject {
     /// One check.
     Check(CheckId),
     /// This agent sees every target unreachable.
     MonitoringOffline,
+}
+
+impl Subject {
+    const MONITORING_OFFLINE: &'static str = "monitoring_offline";
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Check(id) => id.fmt(f),
+            Self::MonitoringOffline => f.write_str(Self::MONITORING_OFFLINE),
+        }
+    }
+}
+
+impl FromStr for Subject {
+    type Err = CheckIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == Self::MONITORING_OFFLINE {
+            Ok(Self::MonitoringOffline)
+        } else {
+            s.parse().map(Self::Check)
+        }
+    }
 }
 
 /// A page the engine decided on.
@@ -45,8 +77,8 @@ pub struct AlertEngine {
     /// target → the targets it depends on, directly.
     parents: BTreeMap<String, Vec<String>>,
     lifecycles: BTreeMap<Subject, Lifecycle>,
-    /// The latest confirmed status of each check.
-    statuses: BTreeMap<CheckId, Status>,
+    /// The latest confirmed status of each check, and when it was fed.
+    statuses: BTreeMap<CheckId, (Status, Timestamp)>,
 }
 
 impl AlertEngine {
@@ -76,8 +108,11 @@ impl AlertEngine {
     /// Feeds one round of confirmed statuses. Checks absent from `round` (no verdict: unknown or
     /// local-only) keep their previous status. Returns the pages owed at `now`, parents first.
     pub fn step(&mut self, round: &BTreeMap<CheckId, Status>, now: Timestamp) -> Vec<Decision> {
-        self.statuses
-            .extend(round.iter().map(|(id, status)| (id.clone(), *status)));
+        self.statuses.extend(
+            round
+                .iter()
+                .map(|(id, status)| (id.clone(), (*status, now))),
+        );
         self.evaluate(now)
     }
 
@@ -85,6 +120,17 @@ impl AlertEngine {
     /// [`next_wakeup`](Self::next_wakeup).
     pub fn tick(&mut self, now: Timestamp) -> Vec<Decision> {
         self.evaluate(now)
+    }
+
+    /// Forgets checks that are no longer configured (after a reload), so they neither page nor
+    /// count toward `monitoring_offline`. An open incident of a removed check is dropped without
+    /// a `resolved`: the check no longer exists to recover.
+    pub fn retain_checks(&mut self, keep: impl Fn(&CheckId) -> bool) {
+        self.statuses.retain(|id, _| keep(id));
+        self.lifecycles.retain(|subject, _| match subject {
+            Subject::Check(id) => keep(id),
+            Subject::MonitoringOffline => true,
+        });
     }
 
     /// The earliest moment a lifecycle wants [`tick`](Self::tick).
@@ -102,7 +148,7 @@ impl AlertEngine {
         let down_targets: BTreeSet<&str> = self
             .statuses
             .iter()
-            .filter(|(_, s)| s.is_failure())
+            .filter(|(_, (s, _))| s.is_failure())
             .map(|(id, _)| id.target())
             .collect();
         let mut decisions = Vec::new();
@@ -124,7 +170,7 @@ impl AlertEngine {
         let mut order: Vec<(CheckId, Status, Option<String>)> = self
             .statuses
             .iter()
-            .map(|(id, status)| {
+            .map(|(id, (status, _))| {
                 let folding_parent = self
                     .ancestors(id.target())
                     .into_iter()
@@ -141,7 +187,8 @@ impl AlertEngine {
                 .lifecycles
                 .entry(Subject::Check(id.clone()))
                 .or_default();
-            if alerting && (!offline.is_empty() || folding_parent.is_some()) {
+            let offline_folds = offline.binary_search(&id).is_ok();
+            if alerting && (offline_folds || folding_parent.is_some()) {
                 if let Some(parent) = folding_parent {
                     folded_under.entry(parent).or_default().push(id.clone());
                 }
@@ -166,20 +213,36 @@ impl AlertEngine {
         decisions
     }
 
-    /// The network checks, if every one of them (across at least two targets) is
-    /// `unreachable`; empty otherwise.
+    /// The unreachable checks of every target's latest round, if that is all of them across at
+    /// least two targets; empty otherwise. A target's latest round is its network checks fed at
+    /// its newest timestamp, so an hourly check that passed before the outage does not veto it.
     fn offline_checks(&self) -> Vec<CheckId> {
-        let network: Vec<(&CheckId, &Status)> = self
-            .statuses
-            .iter()
-            .filter(|(id, _)| id.kind() != CheckKind::Heartbeat)
-            .collect();
-        let targets: BTreeSet<&str> = network.iter().map(|(id, _)| id.target()).collect();
-        if targets.len() >= 2 && network.iter().all(|(_, s)| **s == Status::Unreachable) {
-            network.into_iter().map(|(id, _)| id.clone()).collect()
-        } else {
-            Vec::new()
+        let mut latest: BTreeMap<&str, (Timestamp, Vec<(&CheckId, Status)>)> = BTreeMap::new();
+        for (id, (status, at)) in &self.statuses {
+            if id.kind() == CheckKind::Heartbeat {
+                continue;
+            }
+            let entry = latest.entry(id.target()).or_insert((*at, Vec::new()));
+            if *at > entry.0 {
+                *entry = (*at, Vec::new());
+            }
+            if *at == entry.0 {
+                entry.1.push((id, *status));
+            }
         }
+        let all_unreachable = latest.len() >= 2
+            && latest
+                .values()
+                .all(|(_, round)| round.iter().all(|(_, s)| *s == Status::Unreachable));
+        if !all_unreachable {
+            return Vec::new();
+        }
+        // Every check of these targets that is unreachable now is folded into the one page.
+        self.statuses
+            .iter()
+            .filter(|(id, (s, _))| id.kind() != CheckKind::Heartbeat && *s == Status::Unreachable)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Every target `target` depends on, transitively, nearest first. Cycles (refused by config
@@ -336,6 +399,42 @@ mod tests {
     }
 
     #[test]
+    fn an_hourly_check_that_passed_before_the_outage_does_not_veto_offline() {
+        let mut e = engine();
+        e.step(&round(&[("cdn/tls", Ok), ("shop/tls", Ok)]), t(0));
+        let d = e.step(
+            &round(&[("cdn/health", Unreachable), ("shop/health", Unreachable)]),
+            t(60),
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].subject, Subject::MonitoringOffline);
+        assert_eq!(d[0].folded, [id("cdn/health"), id("shop/health")]);
+        // One target answers again: the agent's network works, offline resolves and the
+        // target that is still unreachable pages on its own, with its original start.
+        let d = e.step(&round(&[("shop/health", Ok)]), t(61));
+        let subjects: Vec<&Subject> = d.iter().map(|d| &d.subject).collect();
+        assert_eq!(
+            subjects,
+            [
+                &Subject::MonitoringOffline,
+                &Subject::Check(id("cdn/health"))
+            ]
+        );
+        assert!(matches!(d[1].page, Page::Firing { since, .. } if since == t(60)));
+    }
+
+    #[test]
+    fn subjects_have_a_string_form_that_round_trips() {
+        for subject in [
+            Subject::MonitoringOffline,
+            Subject::Check(id("shop/route:/a b")),
+        ] {
+            assert_eq!(subject.to_string().parse::<Subject>().unwrap(), subject);
+        }
+        assert!("nonsense".parse::<Subject>().is_err());
+    }
+
+    #[test]
     fn one_target_unreachable_is_not_monitoring_offline() {
         let mut e = engine();
         let d = e.step(
@@ -425,7 +524,7 @@ mod tests {
                             Page::Firing { since, repeat: 0 } => {
                                 prop_assert!(!open.contains_key(&d.subject), "{:?} paged twice", d.subject);
                                 if let Subject::Check(check) = &d.subject {
-                                    prop_assert!(offline.is_empty(), "{} paged while monitoring is offline", check);
+                                    prop_assert!(!offline.contains(check), "{} paged while folded into monitoring_offline", check);
                                     let parent_down = e.ancestors(check.target()).iter().any(|p| {
                                         current.iter().any(|(c, s)| c.target() == p && s.is_failure())
                                     });

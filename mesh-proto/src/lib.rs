@@ -12,13 +12,16 @@
 
 mod alert;
 mod check;
+pub mod drift;
 mod engine;
 mod lifecycle;
 mod observation;
+pub mod push;
 mod status;
 
 pub use alert::{AlertEvent, AlertKind};
 pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
+pub use drift::{Drift, DriftPolicy};
 pub use engine::{AlertEngine, Decision, Subject};
 pub use lifecycle::{AlertPolicy, Lifecycle, OpenIncident, Page};
 pub use observation::{Observation, Timestamp};

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_proto::{CheckId, Timestamp};
+use mesh_proto::{Subject, Timestamp};
 use tokio::sync::{Notify, watch};
 
 use super::Alert;
@@ -106,19 +106,19 @@ impl Outbox {
         Ok(())
     }
 
-    /// Records that `alert` (a transition of `check`) is being notified and queues it for every
+    /// Records that `alert` (a transition of `subject`) is being notified and queues it for every
     /// channel, atomically, unless the notification log already holds it. Returns whether it
     /// was queued. This is what keeps a restart, even after `kill -9`, from paging twice.
     pub async fn notify(
         &self,
-        check: &CheckId,
+        subject: &Subject,
         alert: &Alert,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let channels: Vec<String> = self.channels.keys().cloned().collect();
         let queued = self
             .store
-            .log_and_enqueue(check, alert, &channels, now)
+            .log_and_enqueue(subject, alert, &channels, now)
             .await?;
         if queued {
             self.wake.notify_one();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mesh_proto::{CheckId, Lifecycle, Observation, Timestamp};
+use mesh_proto::{CheckId, Lifecycle, Observation, Subject, Timestamp};
 use rusqlite::Connection;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
@@ -71,13 +71,13 @@ pub(super) enum Query {
         reply: Reply<Vec<u64>>,
     },
     SaveLifecycle {
-        check: CheckId,
+        subject: Subject,
         state: String,
         now: Timestamp,
         reply: Reply<()>,
     },
     LoadLifecycles {
-        reply: Reply<Vec<(CheckId, Lifecycle)>>,
+        reply: Reply<Vec<(Subject, Lifecycle)>>,
     },
     LogNotification {
         key: NotificationKey,
@@ -182,13 +182,13 @@ impl Query {
                 on(conn, |c| queries::latency_samples(c, &agent, &check, since)),
             ),
             Self::SaveLifecycle {
-                check,
+                subject,
                 state,
                 now,
                 reply,
             } => pending(
                 reply,
-                on(conn, |c| queries::save_lifecycle(c, &check, &state, now)),
+                on(conn, |c| queries::save_lifecycle(c, &subject, &state, now)),
             ),
             Self::LoadLifecycles { reply } => pending(reply, on(conn, queries::load_lifecycles)),
             Self::LogNotification {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mesh_proto::{AlertEvent, CheckId, Lifecycle, Observation, Timestamp};
+use mesh_proto::{AlertEvent, CheckId, Lifecycle, Observation, Subject, Timestamp};
 use rusqlite::Connection;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -139,17 +139,17 @@ impl StoreHandle {
         .await
     }
 
-    /// Saves the alert lifecycle of `check` (replacing the previous one).
+    /// Saves the alert lifecycle of `subject` (replacing the previous one).
     pub async fn save_lifecycle(
         &self,
-        check: &CheckId,
+        subject: &Subject,
         lifecycle: &Lifecycle,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let state = serde_json::to_string(lifecycle).map_err(StoreError::Encode)?;
-        let check = check.clone();
+        let subject = subject.clone();
         self.request(|reply| Query::SaveLifecycle {
-            check,
+            subject,
             state,
             now,
             reply,
@@ -157,15 +157,15 @@ impl StoreHandle {
         .await
     }
 
-    /// Every saved lifecycle, by check id. Rows that do not decode are skipped with a warning.
-    pub async fn load_lifecycles(&self) -> Result<Vec<(CheckId, Lifecycle)>, StoreError> {
+    /// Every saved lifecycle, by subject. Rows that do not decode are skipped with a warning.
+    pub async fn load_lifecycles(&self) -> Result<Vec<(Subject, Lifecycle)>, StoreError> {
         self.request(|reply| Query::LoadLifecycles { reply }).await
     }
 
     /// Adds a transition to the notification log; `true` when it was not there yet.
     pub async fn log_notification(
         &self,
-        check: &CheckId,
+        check: &Subject,
         incident: &str,
         event: AlertEvent,
         repeat: u32,
@@ -189,7 +189,7 @@ impl StoreHandle {
     /// whose log entry arrived first) and nothing was queued.
     pub async fn log_and_enqueue(
         &self,
-        check: &CheckId,
+        check: &Subject,
         alert: &Alert,
         channels: &[String],
         at: Timestamp,
@@ -212,7 +212,7 @@ impl StoreHandle {
     /// Whether the notification log holds this transition.
     pub async fn was_notified(
         &self,
-        check: &CheckId,
+        check: &Subject,
         incident: &str,
         event: AlertEvent,
         repeat: u32,

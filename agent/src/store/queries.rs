@@ -4,7 +4,7 @@
 //! Rows written by an older or buggy agent, or damaged on disk, never panic here: a row that does
 //! not decode is skipped with a warning (or, for the outbox, parked so that it stops being due).
 
-use mesh_proto::{AlertEvent, CheckId, Lifecycle, Observation, Status, Timestamp};
+use mesh_proto::{AlertEvent, CheckId, Lifecycle, Observation, Status, Subject, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{AgentObservation, Delivery, PruneStats};
@@ -16,14 +16,14 @@ const MAX_ERROR_LEN: usize = 2000;
 /// The key of one notification: a transition of one incident of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct NotificationKey {
-    pub(super) check: CheckId,
+    pub(super) check: Subject,
     pub(super) incident: String,
     pub(super) event: AlertEvent,
     pub(super) repeat: u32,
 }
 
 impl NotificationKey {
-    pub(super) fn new(check: &CheckId, incident: &str, event: AlertEvent, repeat: u32) -> Self {
+    pub(super) fn new(check: &Subject, incident: &str, event: AlertEvent, repeat: u32) -> Self {
         Self {
             check: check.clone(),
             incident: incident.to_owned(),
@@ -142,7 +142,7 @@ pub(super) fn latency_samples(
 
 pub(super) fn save_lifecycle(
     conn: &Connection,
-    check: &CheckId,
+    subject: &Subject,
     state: &str,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
@@ -151,11 +151,11 @@ pub(super) fn save_lifecycle(
          ON CONFLICT (check_id)
          DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
     )?
-    .execute(params![check.to_string(), state, now.as_millis()])?;
+    .execute(params![subject.to_string(), state, now.as_millis()])?;
     Ok(())
 }
 
-pub(super) fn load_lifecycles(conn: &Connection) -> rusqlite::Result<Vec<(CheckId, Lifecycle)>> {
+pub(super) fn load_lifecycles(conn: &Connection) -> rusqlite::Result<Vec<(Subject, Lifecycle)>> {
     let mut stmt =
         conn.prepare_cached("SELECT check_id, state FROM lifecycles ORDER BY check_id")?;
     let rows = stmt.query_map([], |row| {
@@ -165,7 +165,7 @@ pub(super) fn load_lifecycles(conn: &Connection) -> rusqlite::Result<Vec<(CheckI
     for row in rows {
         let (check, state) = row?;
         let parsed = check
-            .parse::<CheckId>()
+            .parse::<Subject>()
             .map_err(|e| e.to_string())
             .and_then(|id| {
                 serde_json::from_str::<Lifecycle>(&state)

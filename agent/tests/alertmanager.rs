@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpStream;
 
-const BINARY: &str = "/usr/bin/prometheus-alertmanager-missing";
+const BINARY: &str = "/usr/bin/prometheus-alertmanager";
 
 /// How long Alertmanager gets to become ready, and each request to answer.
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -4,11 +4,16 @@
 //! Everything else lives here so that tests drive the same code the binary runs.
 
 pub mod alert;
+pub mod api;
+pub mod board;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod monitor;
 pub mod plan;
 pub mod probe;
 pub mod runner;
 pub mod scheduler;
 pub mod store;
+pub mod systemd;
 pub mod testbed;

@@ -15,7 +15,7 @@
 //! drive the schedule on tokio's virtual clock.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
+
+use mesh_proto::CheckId;
 
 use crate::plan::CheckSpec;
 use crate::probe::Outcome;
@@ -79,6 +81,10 @@ pub fn first_offset(check: &CheckSpec) -> Duration {
 
 /// Runs `checks` until `shutdown` turns true, sending every result to `results`.
 ///
+/// A check id received on `run_now` runs at once, outside its schedule (its slots stay where
+/// they are), unless it is already running: this is how a state change asks for a
+/// confirmation. Unknown ids are ignored.
+///
 /// Returns once shutdown is seen; probes still running are left to finish on their own tasks
 /// (each is bounded by its timeout) and their results are still sent.
 pub async fn run<P, F>(
@@ -86,28 +92,47 @@ pub async fn run<P, F>(
     concurrency: usize,
     probe: P,
     results: mpsc::Sender<ProbeResult>,
+    mut run_now: mpsc::Receiver<CheckId>,
     stats: Arc<SchedulerStats>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     P: Fn(Arc<CheckSpec>) -> F + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send + 'static,
 {
-    let probe = Arc::new(probe);
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let launcher = Launcher {
+        probe: Arc::new(probe),
+        permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        results,
+        stats: stats.clone(),
+    };
     let busy: Vec<Arc<AtomicBool>> = checks.iter().map(|_| Arc::default()).collect();
+    let index_of: HashMap<&CheckId, usize> =
+        checks.iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
     let start = Instant::now();
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = checks
         .iter()
         .enumerate()
         .map(|(i, check)| Reverse((start + first_offset(check), i)))
         .collect();
+    let mut run_now_open = true;
 
-    while let Some(Reverse((slot, index))) = due.pop() {
+    loop {
+        let next_slot = due.peek().map(|Reverse((slot, _))| *slot);
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep_until(slot) => {}
+            request = run_now.recv(), if run_now_open => {
+                match request.and_then(|id| index_of.get(&id).copied()) {
+                    Some(index) => launcher.launch(&checks[index], &busy[index], Instant::now()),
+                    None => run_now_open = !run_now.is_closed(),
+                }
+                continue;
+            }
+            () = sleep_until_or_forever(next_slot) => {}
         }
+        let Some(Reverse((slot, index))) = due.pop() else {
+            continue;
+        };
         let check = &checks[index];
         // The next slot keeps the phase; slots the process slept through are skipped.
         let now = Instant::now();
@@ -117,19 +142,43 @@ pub async fn run<P, F>(
             stats.missed.fetch_add(1, Ordering::Relaxed);
         }
         due.push(Reverse((next, index)));
+        launcher.launch(check, &busy[index], slot);
+    }
+}
 
-        if busy[index].swap(true, Ordering::AcqRel) {
-            stats.overlapping.fetch_add(1, Ordering::Relaxed);
-            continue;
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts probe runs: one task each, under the concurrency bound, never two of one check.
+struct Launcher<P> {
+    probe: Arc<P>,
+    permits: Arc<Semaphore>,
+    results: mpsc::Sender<ProbeResult>,
+    stats: Arc<SchedulerStats>,
+}
+
+impl<P, F> Launcher<P>
+where
+    P: Fn(Arc<CheckSpec>) -> F + Send + Sync + 'static,
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    fn launch(&self, check: &Arc<CheckSpec>, busy: &Arc<AtomicBool>, scheduled: Instant) {
+        if busy.swap(true, Ordering::AcqRel) {
+            self.stats.overlapping.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        stats.started.fetch_add(1, Ordering::Relaxed);
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
         let (check, busy, probe, permits, results, stats) = (
             check.clone(),
-            busy[index].clone(),
-            probe.clone(),
-            permits.clone(),
-            results.clone(),
-            stats.clone(),
+            busy.clone(),
+            self.probe.clone(),
+            self.permits.clone(),
+            self.results.clone(),
+            self.stats.clone(),
         );
         tokio::spawn(async move {
             // The semaphore is never closed; without a permit, run anyway rather than never.
@@ -139,7 +188,7 @@ pub async fn run<P, F>(
             busy.store(false, Ordering::Release);
             let result = ProbeResult {
                 check,
-                scheduled: slot,
+                scheduled,
                 started,
                 outcome,
             };
@@ -152,9 +201,7 @@ pub async fn run<P, F>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use mesh_proto::{CheckId, Status};
+    use mesh_proto::Status;
 
     use super::*;
     use crate::plan::{ProbeSpec, TcpSpec};
@@ -205,6 +252,7 @@ mod tests {
             concurrency,
             probe_taking(cost),
             tx,
+            mpsc::channel(1).1,
             stats.clone(),
             stop_rx,
         ));
@@ -266,6 +314,7 @@ mod tests {
             4,
             probe_taking(Duration::ZERO),
             tx,
+            mpsc::channel(1).1,
             stats.clone(),
             stop_rx,
         ));
@@ -376,6 +425,7 @@ mod tests {
             10,
             probe_taking(Duration::from_millis(10)),
             tx,
+            mpsc::channel(1).1,
             stats.clone(),
             stop_rx,
         ));
@@ -395,5 +445,44 @@ mod tests {
         assert!(first_offset(&c) < MAX_SPREAD);
         let short = check("site", Duration::from_secs(2));
         assert!(first_offset(&short) < Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_now_request_runs_at_once_and_keeps_the_schedule() {
+        let checks = vec![check("a", Duration::from_secs(60))];
+        let first = first_offset(&checks[0]);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (now_tx, now_rx) = mpsc::channel(4);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let start = Instant::now();
+        let task = tokio::spawn(run(
+            checks.clone(),
+            4,
+            probe_taking(Duration::from_millis(10)),
+            tx,
+            now_rx,
+            Arc::new(SchedulerStats::default()),
+            stop_rx,
+        ));
+        assert_eq!(rx.recv().await.expect("first run").scheduled, start + first);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let asked = Instant::now();
+        now_tx
+            .send(checks[0].id.clone())
+            .await
+            .expect("scheduler alive");
+        now_tx
+            .send("unknown/health".parse().expect("id"))
+            .await
+            .expect("scheduler alive");
+        let extra = rx.recv().await.expect("run-now result");
+        assert_eq!(extra.scheduled, asked);
+        assert_eq!(
+            rx.recv().await.expect("next slot").scheduled,
+            start + first + Duration::from_secs(60),
+            "the schedule keeps its phase"
+        );
+        stop_tx.send(true).expect("scheduler alive");
+        task.await.expect("scheduler task");
     }
 }

@@ -298,9 +298,9 @@ async fn a_transition_is_queued_once_even_across_a_restart() {
         vec![webhook("a", &sa), webhook("b", &sb)],
         FAST,
     );
-    assert!(outbox.notify(&check, &firing, now()).await.unwrap());
+    assert!(outbox.notify(&check, &firing, None, now()).await.unwrap());
     assert!(
-        !outbox.notify(&check, &firing, now()).await.unwrap(),
+        !outbox.notify(&check, &firing, None, now()).await.unwrap(),
         "already logged"
     );
     assert_eq!(
@@ -318,13 +318,13 @@ async fn a_transition_is_queued_once_even_across_a_restart() {
         FAST,
     );
     assert!(
-        !outbox.notify(&check, &firing, now()).await.unwrap(),
+        !outbox.notify(&check, &firing, None, now()).await.unwrap(),
         "not paged again"
     );
     let mut resolved = firing.clone();
     resolved.event = AlertEvent::Resolved;
     resolved.status = Status::Operational;
-    assert!(outbox.notify(&check, &resolved, now()).await.unwrap());
+    assert!(outbox.notify(&check, &resolved, None, now()).await.unwrap());
     let round = outbox.deliver_due(now()).await.unwrap();
     assert_eq!(round.delivered, 4);
     let events = |r: &Receiver| -> Vec<String> {
@@ -348,11 +348,11 @@ async fn a_failed_write_logs_nothing_and_queues_nothing() {
     let outbox = Outbox::new(store.clone(), vec![webhook("hook", &server)], FAST);
 
     store.set_query_only_for_tests(true).await.unwrap();
-    assert!(outbox.notify(&check, &alert(), now()).await.is_err());
+    assert!(outbox.notify(&check, &alert(), None, now()).await.is_err());
     store.set_query_only_for_tests(false).await.unwrap();
     // Neither half was kept: the transition is still new, and nothing was queued before it.
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    assert!(outbox.notify(&check, &alert(), now()).await.unwrap());
+    assert!(outbox.notify(&check, &alert(), None, now()).await.unwrap());
     assert_eq!(store.pending_count().await.unwrap(), 1);
     store.close().await.unwrap();
 }

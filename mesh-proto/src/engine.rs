@@ -100,6 +100,11 @@ impl AlertEngine {
         self.lifecycles.insert(subject, lifecycle);
     }
 
+    /// The lifecycle of `subject`, if it has one.
+    pub fn lifecycle(&self, subject: &Subject) -> Option<&Lifecycle> {
+        self.lifecycles.get(subject)
+    }
+
     /// Every lifecycle, for persisting.
     pub fn lifecycles(&self) -> impl Iterator<Item = (&Subject, &Lifecycle)> {
         self.lifecycles.iter()
@@ -217,23 +222,22 @@ impl AlertEngine {
     /// least two targets; empty otherwise. A target's latest round is its network checks fed at
     /// its newest timestamp, so an hourly check that passed before the outage does not veto it.
     fn offline_checks(&self) -> Vec<CheckId> {
-        let mut latest: BTreeMap<&str, (Timestamp, Vec<(&CheckId, Status)>)> = BTreeMap::new();
+        // Per target: the newest timestamp, and whether everything fed then was unreachable.
+        let mut latest: BTreeMap<&str, (Timestamp, bool)> = BTreeMap::new();
         for (id, (status, at)) in &self.statuses {
             if id.kind() == CheckKind::Heartbeat {
                 continue;
             }
-            let entry = latest.entry(id.target()).or_insert((*at, Vec::new()));
+            let unreachable = *status == Status::Unreachable;
+            let entry = latest.entry(id.target()).or_insert((*at, true));
             if *at > entry.0 {
-                *entry = (*at, Vec::new());
-            }
-            if *at == entry.0 {
-                entry.1.push((id, *status));
+                *entry = (*at, unreachable);
+            } else if *at == entry.0 {
+                entry.1 &= unreachable;
             }
         }
-        let all_unreachable = latest.len() >= 2
-            && latest
-                .values()
-                .all(|(_, round)| round.iter().all(|(_, s)| *s == Status::Unreachable));
+        let all_unreachable =
+            latest.len() >= 2 && latest.values().all(|(_, unreachable)| *unreachable);
         if !all_unreachable {
             return Vec::new();
         }

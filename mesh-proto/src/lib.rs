@@ -18,6 +18,7 @@ mod lifecycle;
 mod observation;
 pub mod push;
 mod status;
+mod verdict;
 
 pub use alert::{AlertEvent, AlertKind};
 pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
@@ -26,3 +27,4 @@ pub use engine::{AlertEngine, Decision, Subject};
 pub use lifecycle::{AlertPolicy, Lifecycle, OpenIncident, Page};
 pub use observation::{Observation, Timestamp};
 pub use status::{Status, UnknownStatus};
+pub use verdict::Verdict;

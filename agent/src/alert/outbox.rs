@@ -13,14 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mesh_proto::{Subject, Timestamp};
+use mesh_proto::{Lifecycle, Subject, Timestamp};
 use tokio::sync::{Notify, watch};
 
 use super::Alert;
 use super::channel::Channel;
+use crate::board::Counters;
 use crate::store::{StoreError, StoreHandle};
+
+/// How many times an alert that could not be stored is tried directly, in memory.
+const DIRECT_ATTEMPTS: u32 = 8;
 
 /// How many due deliveries one round takes from the store.
 const BATCH: u32 = 64;
@@ -57,11 +62,12 @@ impl Backoff {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     store: StoreHandle,
-    channels: Arc<BTreeMap<String, Channel>>,
+    channels: Arc<BTreeMap<String, Arc<Channel>>>,
     backoff: Backoff,
     /// How often the delivery task looks for due rows when nothing wakes it.
     poll: Duration,
     wake: Arc<Notify>,
+    counters: Arc<Counters>,
 }
 
 /// What one delivery round did.
@@ -81,13 +87,25 @@ impl Outbox {
             channels: Arc::new(
                 channels
                     .into_iter()
-                    .map(|c| (c.name().to_owned(), c))
+                    .map(|c| (c.name().to_owned(), Arc::new(c)))
                     .collect(),
             ),
             backoff,
             poll: Duration::from_secs(1),
             wake: Arc::new(Notify::new()),
+            counters: Arc::default(),
         }
+    }
+
+    /// The same outbox, counting deliveries and pending rows into `counters` (for metrics).
+    pub fn with_counters(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// The channels, by name.
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values().map(AsRef::as_ref)
     }
 
     /// The same outbox, looking for due rows every `poll` when not woken.
@@ -107,23 +125,67 @@ impl Outbox {
     }
 
     /// Records that `alert` (a transition of `subject`) is being notified and queues it for every
-    /// channel, atomically, unless the notification log already holds it. Returns whether it
-    /// was queued. This is what keeps a restart, even after `kill -9`, from paging twice.
+    /// channel, atomically with `lifecycle` (the state that decided it), unless the notification
+    /// log already holds it. Returns whether it was queued. This is what keeps a restart, even
+    /// after `kill -9`, from paging twice.
     pub async fn notify(
         &self,
         subject: &Subject,
         alert: &Alert,
+        lifecycle: Option<&Lifecycle>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let channels: Vec<String> = self.channels.keys().cloned().collect();
         let queued = self
             .store
-            .log_and_enqueue(subject, alert, &channels, now)
+            .log_and_enqueue(subject, alert, &channels, lifecycle, now)
             .await?;
         if queued {
             self.wake.notify_one();
         }
         Ok(queued)
+    }
+
+    /// Queues `alert` again for the channels that expire a firing alert by themselves
+    /// ([`Channel::refresh_interval`]); the caller keeps the pace. Not logged: a refresh is not
+    /// a new notification.
+    pub async fn refresh(&self, alert: &Alert, now: Timestamp) -> Result<(), StoreError> {
+        for channel in self.channels.values() {
+            if channel.refresh_interval().is_some() {
+                self.store.enqueue(channel.name(), alert, now).await?;
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The last resort when the database cannot take an alert (disk full, I/O error): sends it
+    /// to every channel straight from memory, with the usual backoff, a few times, on a task of
+    /// its own. Nothing survives a restart on this path, and a page the log never saw may be
+    /// sent again after one: better twice than never.
+    pub fn send_direct(&self, alert: Alert) {
+        for channel in self.channels.values().cloned() {
+            let (alert, backoff, counters) = (alert.clone(), self.backoff, self.counters.clone());
+            tokio::spawn(async move {
+                for attempt in 1..=DIRECT_ATTEMPTS {
+                    match channel.deliver(&alert).await {
+                        Ok(()) => {
+                            counters.alert_sent(channel.name());
+                            tracing::warn!(channel = %channel.name(), check = %alert.check,
+                                event = %alert.event, "alert delivered without the outbox");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(channel = %channel.name(), check = %alert.check,
+                                attempt, "direct alert delivery failed: {}", e.message());
+                            tokio::time::sleep(backoff.delay(attempt)).await;
+                        }
+                    }
+                }
+                tracing::error!(channel = %channel.name(), check = %alert.check,
+                    "gave up on an alert the database could not store");
+            });
+        }
     }
 
     /// Sends every delivery due at `now` once.
@@ -149,6 +211,7 @@ impl Outbox {
             };
             match result {
                 Ok(()) => {
+                    self.counters.alert_sent(&delivery.channel);
                     self.store.mark_delivered(delivery.id, now).await?;
                     tracing::info!(channel = %delivery.channel, check = %delivery.alert.check,
                         event = %delivery.alert.event, attempts = failures, "alert delivered");
@@ -183,6 +246,10 @@ impl Outbox {
         loop {
             if let Err(e) = self.deliver_due(clock()).await {
                 tracing::error!("outbox round failed, retrying: {e}");
+            }
+            match self.store.pending_count().await {
+                Ok(n) => self.counters.outbox_pending.store(n, Ordering::Relaxed),
+                Err(e) => tracing::debug!("outbox: cannot count pending rows: {e}"),
             }
             tokio::select! {
                 biased;

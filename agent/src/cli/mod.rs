@@ -3,10 +3,13 @@
 //! Exit codes follow the Nagios plugin convention (DESIGN.md, "CLI"): 0 all operational,
 //! 1 some degraded, 2 some error or unreachable, 3 bad config or internal failure.
 
+mod alert_test;
 mod check;
 mod config_check;
 mod demo;
 mod output;
+mod remote;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,14 +23,45 @@ pub const EXIT_INTERNAL: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "pom", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: probe on schedule, keep history, serve the API, send alerts.
+    Run(ConfigArg),
+    /// Show every check's status, verdict and votes, from the local agent's API.
+    Status(ApiArgs),
+    /// Show the mesh: this agent and every peer, from the local agent's API.
+    Mesh(ApiArgs),
+    /// Push a ping to a push heartbeat (`[[heartbeats]]`) through the local agent's API.
+    Heartbeat {
+        /// The heartbeat's name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Work with alert channels.
+    Alert {
+        /// What to do.
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Run every probe once from this host, print the results, exit 0/1/2 (Nagios style).
     Check(CheckArgs),
     /// Work with the configuration file.
@@ -38,6 +72,34 @@ pub enum Command {
     },
     /// Start local demo services (healthy and broken) and check them; no setup, no network.
     Demo(DemoArgs),
+}
+
+/// `pom alert ...`.
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a labelled test alert through every channel (or one) and report what happened.
+    Test(AlertTestArgs),
+}
+
+/// `pom alert test`.
+#[derive(Debug, clap::Args)]
+pub struct AlertTestArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this channel (its `name`).
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+}
+
+/// How to reach the local agent's API.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// The agent's API.
+    #[arg(long, env = "POM_API", default_value = "http://127.0.0.1:9100")]
+    pub api: String,
+    /// The bearer token.
+    #[arg(long, env = "POM_API_TOKEN", hide_env_values = true, hide = true)]
+    pub token: Option<String>,
 }
 
 /// `pom config ...`.
@@ -95,10 +157,20 @@ pub enum Output {
 
 /// Runs the command and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    init_tracing();
+    let daemon = matches!(cli.command, Command::Run(_));
+    init_tracing(cli.log_format, if daemon { "info" } else { "warn" });
     // The one TLS provider for the whole process: ring (CRATES.md: never aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(args))),
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(remote::status(args))),
+        Command::Mesh(args) => runtime().and_then(|rt| rt.block_on(remote::mesh(args))),
+        Command::Heartbeat { name, api } => {
+            runtime().and_then(|rt| rt.block_on(remote::heartbeat(api, &name)))
+        }
+        Command::Alert {
+            command: AlertCommand::Test(args),
+        } => runtime().and_then(|rt| rt.block_on(alert_test::run(args))),
         Command::Check(args) => runtime().and_then(|rt| rt.block_on(check::run(args))),
         Command::Config {
             command: ConfigCommand::Check(args),
@@ -120,11 +192,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

@@ -95,6 +95,8 @@ pub(super) enum Query {
         at: Timestamp,
         channels: Vec<String>,
         payload: String,
+        /// The subject's lifecycle (JSON), saved in the same savepoint.
+        lifecycle: Option<String>,
         reply: Reply<bool>,
     },
     Enqueue {
@@ -209,11 +211,20 @@ impl Query {
                 at,
                 channels,
                 payload,
+                lifecycle,
                 reply,
             } => pending(
                 reply,
                 on(conn, |c| {
-                    queries::log_and_enqueue(c, &key, &sent_by, at, &channels, &payload)
+                    queries::log_and_enqueue(
+                        c,
+                        &key,
+                        &sent_by,
+                        at,
+                        &channels,
+                        &payload,
+                        lifecycle.as_deref(),
+                    )
                 }),
             ),
             Self::Enqueue {

@@ -187,15 +187,23 @@ impl StoreHandle {
     /// new, queues it for every one of `channels`, in one transaction. Returns whether it was
     /// new: `false` means it was already notified (by this agent before a restart, or by a peer
     /// whose log entry arrived first) and nothing was queued.
+    ///
+    /// `lifecycle`, when given, is saved as `check`'s lifecycle in the same transaction, so the
+    /// state that decided the page and the page itself are never out of step after a crash.
     pub async fn log_and_enqueue(
         &self,
         check: &Subject,
         alert: &Alert,
         channels: &[String],
+        lifecycle: Option<&Lifecycle>,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let key = NotificationKey::new(check, &alert.incident, alert.event, alert.repeat);
         let payload = serde_json::to_string(alert).map_err(StoreError::Encode)?;
+        let lifecycle = lifecycle
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(StoreError::Encode)?;
         let sent_by = alert.sent_by.clone();
         let channels = channels.to_vec();
         self.request(|reply| Query::LogAndEnqueue {
@@ -204,6 +212,7 @@ impl StoreHandle {
             at,
             channels,
             payload,
+            lifecycle,
             reply,
         })
         .await

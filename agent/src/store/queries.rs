@@ -210,8 +210,10 @@ pub(super) fn log_notification(
 }
 
 /// Logs a transition and, only if it was not logged yet, queues `payload` for every channel.
-/// The caller runs it inside one savepoint, so the log entry and the outbox rows commit
-/// together: a crash can neither lose a page that is logged nor queue one twice.
+/// `lifecycle` (the subject's state after the page, JSON) is saved either way. The caller runs
+/// it inside one savepoint, so the lifecycle, the log entry and the outbox rows commit together:
+/// a crash can neither lose a page that is logged nor queue one twice, nor leave a lifecycle
+/// that forgot the page (which would open a new incident, with a new id, after a restart).
 pub(super) fn log_and_enqueue(
     conn: &Connection,
     key: &NotificationKey,
@@ -219,7 +221,11 @@ pub(super) fn log_and_enqueue(
     at: Timestamp,
     channels: &[String],
     payload: &str,
+    lifecycle: Option<&str>,
 ) -> rusqlite::Result<bool> {
+    if let Some(state) = lifecycle {
+        save_lifecycle(conn, &key.check, state, at)?;
+    }
     if !log_notification(conn, key, sent_by, at)? {
         return Ok(false);
     }

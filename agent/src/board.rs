@@ -1,0 +1,194 @@
+//! The status board: what the agent knows right now about every check, and the counters the
+//! API and `/metrics` show.
+//!
+//! The monitor is the only writer of check states; the API and the metrics renderer read them.
+//! Readers take a short read lock and copy what they need, so a slow HTTP client never holds
+//! the monitor up. Push-heartbeat pings are written by the API (`POST /api/heartbeats/{name}`)
+//! and read by the monitor.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use mesh_proto::{CheckId, Status, Timestamp, Verdict};
+use serde::Serialize;
+
+/// The state of one check, as `/api/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckState {
+    /// The check id.
+    pub id: CheckId,
+    /// The target.
+    pub target: String,
+    /// The check kind.
+    pub kind: String,
+    /// This agent's own latest status (`None` before the first run).
+    pub status: Option<Status>,
+    /// What the agents conclude.
+    pub verdict: Verdict,
+    /// Every agent's latest status of this check.
+    pub votes: BTreeMap<String, Status>,
+    /// When this agent last ran it (RFC 3339 in the API).
+    #[serde(skip)]
+    pub last_checked: Option<Timestamp>,
+    /// How long the latest run took.
+    pub latency_ms: Option<u64>,
+    /// One line about the latest run.
+    pub detail: String,
+    /// The leaf certificate's expiry (TLS checks), seconds since the epoch.
+    #[serde(skip)]
+    pub cert_expiry: Option<i64>,
+    /// The domain registration's expiry (WHOIS checks), seconds since the epoch.
+    #[serde(skip)]
+    pub domain_expiry: Option<i64>,
+}
+
+impl CheckState {
+    /// A check not run yet.
+    pub fn new(id: CheckId) -> Self {
+        Self {
+            target: id.target().to_owned(),
+            kind: id.kind().to_string(),
+            id,
+            status: None,
+            verdict: Verdict::Unknown,
+            votes: BTreeMap::new(),
+            last_checked: None,
+            latency_ms: None,
+            detail: String::new(),
+            cert_expiry: None,
+            domain_expiry: None,
+        }
+    }
+}
+
+/// Counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Alerts a channel accepted, by channel name.
+    alerts_sent: Mutex<BTreeMap<String, u64>>,
+    /// Outbox rows not delivered yet, as last counted.
+    pub outbox_pending: AtomicU64,
+    /// Start-time drift of probe runs, as a histogram over [`DELAY_BUCKETS_MS`].
+    pub start_delay: Histogram,
+    /// When the monitor last went round its loop (Unix ms): the watchdog's sign of life.
+    pub monitor_alive_ms: AtomicI64,
+}
+
+impl Counters {
+    /// Counts one delivered alert on `channel`.
+    pub fn alert_sent(&self, channel: &str) {
+        let mut sent = self
+            .alerts_sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *sent.entry(channel.to_owned()).or_default() += 1;
+    }
+
+    /// Alerts delivered so far, by channel.
+    pub fn alerts_sent(&self) -> BTreeMap<String, u64> {
+        self.alerts_sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The upper bounds, in milliseconds, of the start-delay histogram's buckets.
+pub const DELAY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 250, 1000, 5000];
+
+/// A fixed-bucket histogram of milliseconds, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; DELAY_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one value.
+    pub fn observe(&self, d: std::time::Duration) {
+        let ms = d.as_millis();
+        for (bound, bucket) in DELAY_BUCKETS_MS.iter().zip(&self.buckets) {
+            if ms <= u128::from(*bound) {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Cumulative counts per bucket (as Prometheus wants them), the total count and the sum in
+    /// seconds.
+    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64, f64) {
+        let buckets = DELAY_BUCKETS_MS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        #[allow(clippy::cast_precision_loss)] // a metric, not an account
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, self.count.load(Ordering::Relaxed), sum)
+    }
+}
+
+/// The board. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Board {
+    checks: RwLock<BTreeMap<CheckId, CheckState>>,
+    pings: Mutex<BTreeMap<String, Timestamp>>,
+    /// Counters for metrics.
+    pub counters: Arc<Counters>,
+}
+
+impl Board {
+    /// Replaces the set of checks (start-up and reload), keeping what is known about those that
+    /// stay.
+    pub fn set_checks(&self, ids: impl IntoIterator<Item = CheckId>) {
+        let mut checks = self.checks.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = BTreeMap::new();
+        for id in ids {
+            let state = checks
+                .remove(&id)
+                .unwrap_or_else(|| CheckState::new(id.clone()));
+            next.insert(id, state);
+        }
+        *checks = next;
+    }
+
+    /// Changes one check's state, if it is on the board.
+    pub fn update(&self, id: &CheckId, change: impl FnOnce(&mut CheckState)) {
+        let mut checks = self.checks.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = checks.get_mut(id) {
+            change(state);
+        }
+    }
+
+    /// A copy of every check's state, in id order.
+    pub fn checks(&self) -> Vec<CheckState> {
+        self.checks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a push-heartbeat ping (never moving a heartbeat's time backwards).
+    pub fn ping(&self, name: &str, at: Timestamp) {
+        let mut pings = self.pings.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = pings.entry(name.to_owned()).or_insert(at);
+        *latest = (*latest).max(at);
+    }
+
+    /// The latest ping of every heartbeat that got one.
+    pub fn pings(&self) -> BTreeMap<String, Timestamp> {
+        self.pings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

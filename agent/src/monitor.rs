@@ -1,0 +1,685 @@
+//! The monitor: turns probe results into verdicts, and verdicts into pages.
+//!
+//! One task owns the alert engine. It takes probe results from the scheduler, keeps this
+//! agent's latest status of every check, writes observations to the store (never waiting), and
+//! updates the [`Board`]. Every [`ROUND`] it feeds what changed to `mesh-proto`'s
+//! [`AlertEngine`] and carries out the pages it owes through the [`Outbox`].
+//!
+//! What it adds around the pure engine, because it needs I/O or a clock:
+//! - **Is it me or them?** A check that turns `unreachable` is not fed at once. The monitor asks
+//!   the scheduler to run one check of every other target now (the canaries, at most once per
+//!   settle window) and feeds every new failure together once the canaries had time to answer.
+//!   So when this agent's own network is down, every target is seen unreachable in one round
+//!   and the engine pages one `monitoring_offline` instead of N target alerts.
+//! - **Latency drift.** Health checks compare their latest latencies with the median of the
+//!   past 7 days (`mesh_proto::drift`); a drifting check counts as `degraded` and pages
+//!   `latency_drift`. Baselines are read from the store off the monitor's path, hourly.
+//! - **Push heartbeats.** Their status is computed from the latest ping (`mesh_proto::push`)
+//!   every round.
+//! - **Crash safety.** A page, its notification-log entry and the lifecycle that decided it
+//!   commit in one transaction ([`Outbox::notify`]); other lifecycle changes are saved after
+//!   each round. After a restart, even a `kill -9`, nothing is paged twice.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_proto::{
+    AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
+    DriftPolicy, Lifecycle, Observation, Page, Status, Subject, Timestamp, Verdict, drift, push,
+};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+use crate::alert::Alert;
+use crate::alert::outbox::Outbox;
+use crate::alert::payload::PAYLOAD_VERSION;
+use crate::board::Board;
+use crate::plan::CheckSpec;
+use crate::scheduler::ProbeResult;
+use crate::store::StoreHandle;
+
+/// How often the monitor feeds the engine what changed.
+pub const ROUND: Duration = Duration::from_millis(200);
+/// How long a latency baseline is used before it is read again.
+const BASELINE_MAX_AGE_MS: i64 = 3_600_000;
+/// The span of the latency baseline.
+const BASELINE_SPAN_MS: i64 = 7 * 86_400_000;
+
+/// What the monitor needs to know of the config. Rebuilt on reload.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// This agent's name (`sent_by`, `confirmed_by`).
+    pub agent: String,
+    /// `runbook_base`; alerts link to `runbook_base#anchor`.
+    pub runbook_base: String,
+    /// Cooldown and repeat interval.
+    pub policy: AlertPolicy,
+    /// target → the targets it depends on.
+    pub depends_on: Vec<(String, Vec<String>)>,
+    /// The probed checks.
+    pub checks: Vec<Arc<CheckSpec>>,
+    /// Push heartbeats: id (`NAME/heartbeat`) and `max_age`.
+    pub heartbeats: Vec<(CheckId, Duration)>,
+    /// Latency drift rules.
+    pub drift: DriftPolicy,
+}
+
+impl MonitorConfig {
+    /// Every check id the board shows: probes, then push heartbeats.
+    pub fn check_ids(&self) -> impl Iterator<Item = CheckId> + '_ {
+        self.checks
+            .iter()
+            .map(|c| c.id.clone())
+            .chain(self.heartbeats.iter().map(|(id, _)| id.clone()))
+    }
+
+    /// How long new `unreachable` results wait for the canaries: the longest canary timeout,
+    /// plus a margin for the result to travel.
+    fn settle(&self) -> Duration {
+        self.canaries()
+            .values()
+            .map(|c| c.timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(1)
+    }
+
+    /// One check per target: the first one configured (usually its health check).
+    fn canaries(&self) -> BTreeMap<&str, &Arc<CheckSpec>> {
+        let mut out = BTreeMap::new();
+        for check in &self.checks {
+            out.entry(check.id.target()).or_insert(check);
+        }
+        out
+    }
+}
+
+/// Messages to the monitor.
+#[derive(Debug)]
+pub enum Command {
+    /// A reloaded config, with the outbox and scheduler of the new generation.
+    Reconfigure(Box<MonitorConfig>, Outbox, mpsc::Sender<CheckId>),
+}
+
+/// This agent's latest view of one check.
+#[derive(Debug, Clone)]
+struct Own {
+    status: Status,
+    detail: String,
+    /// Set while a health check drifts.
+    drift: Option<Drift>,
+}
+
+/// A check's latency baseline and its latest answered latencies.
+#[derive(Debug, Default)]
+struct Latency {
+    /// Median and sample count, and when they were read.
+    baseline: Option<(u64, usize, Timestamp)>,
+    /// A read of the baseline is under way.
+    reading: bool,
+    recent: VecDeque<u64>,
+}
+
+/// A baseline read off the monitor's path.
+#[derive(Debug)]
+struct Baseline {
+    check: CheckId,
+    median: u64,
+    samples: usize,
+    at: Timestamp,
+}
+
+/// The monitor task. See the [module docs](self).
+#[derive(Debug)]
+pub struct Monitor {
+    config: MonitorConfig,
+    /// The ids of `config`, for quick lookups.
+    known: BTreeSet<CheckId>,
+    engine: AlertEngine,
+    store: StoreHandle,
+    outbox: Outbox,
+    board: Arc<Board>,
+    run_now: mpsc::Sender<CheckId>,
+    own: BTreeMap<CheckId, Own>,
+    latency: BTreeMap<CheckId, Latency>,
+    baselines: (mpsc::Sender<Baseline>, mpsc::Receiver<Baseline>),
+    /// New failures waiting for the canaries, and when they are fed regardless.
+    pending: BTreeSet<CheckId>,
+    pending_until: Option<Timestamp>,
+    /// What changed since the last round.
+    round: BTreeMap<CheckId, Status>,
+    /// Lifecycles as last saved.
+    saved: BTreeMap<Subject, Lifecycle>,
+    /// The latest firing alert of each open incident, and when it was last refreshed.
+    open_alerts: BTreeMap<Subject, (Alert, Timestamp)>,
+    refresh_every: Option<Duration>,
+    /// When push heartbeats started being watched.
+    watching_since: Timestamp,
+}
+
+impl Monitor {
+    /// A monitor that restores the saved lifecycles and the latest heartbeat pings.
+    pub async fn new(
+        config: MonitorConfig,
+        store: StoreHandle,
+        outbox: Outbox,
+        board: Arc<Board>,
+        run_now: mpsc::Sender<CheckId>,
+    ) -> Self {
+        let now = now();
+        let mut engine = AlertEngine::new(config.policy, config.depends_on.clone());
+        let mut saved = BTreeMap::new();
+        match store.load_lifecycles().await {
+            Ok(lifecycles) => {
+                for (subject, lifecycle) in lifecycles {
+                    engine.restore(subject.clone(), lifecycle);
+                    saved.insert(subject, lifecycle);
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot read the saved alert state: open incidents may page again"
+            ),
+        }
+        for (id, _) in &config.heartbeats {
+            match store.last_ping(id.target()).await {
+                Ok(Some(at)) => board.ping(id.target(), at),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(heartbeat = %id.target(), error = %e, "cannot read the last ping")
+                }
+            }
+        }
+        board.set_checks(config.check_ids());
+        let refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
+        let mut monitor = Self {
+            engine,
+            store,
+            outbox,
+            board,
+            run_now,
+            own: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            baselines: mpsc::channel(64),
+            pending: BTreeSet::new(),
+            pending_until: None,
+            round: BTreeMap::new(),
+            saved,
+            open_alerts: BTreeMap::new(),
+            refresh_every,
+            watching_since: now,
+            known: config.check_ids().collect(),
+            config,
+        };
+        let known = &monitor.known;
+        monitor.engine.retain_checks(|id| known.contains(id));
+        monitor
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(
+        mut self,
+        mut results: mpsc::Receiver<ProbeResult>,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(ROUND);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break,
+                Some(command) = commands.recv() => match command {
+                    Command::Reconfigure(config, outbox, run_now) => {
+                        self.refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
+                        self.outbox = outbox;
+                        self.run_now = run_now;
+                        self.reconfigure(*config);
+                    }
+                },
+                Some(result) = results.recv() => self.observe(&result),
+                Some(baseline) = self.baselines.1.recv() => {
+                    let entry = self.latency.entry(baseline.check).or_default();
+                    entry.reading = false;
+                    entry.baseline = Some((baseline.median, baseline.samples, baseline.at));
+                }
+                _ = tick.tick() => self.step().await,
+            }
+        }
+        // Whatever changed last still gets its lifecycle saved.
+        self.save_lifecycles(now()).await;
+    }
+
+    fn reconfigure(&mut self, config: MonitorConfig) {
+        self.engine = {
+            let mut engine = AlertEngine::new(config.policy, config.depends_on.clone());
+            for (subject, lifecycle) in self.engine.lifecycles() {
+                engine.restore(subject.clone(), *lifecycle);
+            }
+            engine
+        };
+        let known: BTreeSet<CheckId> = config.check_ids().collect();
+        self.engine.retain_checks(|id| known.contains(id));
+        self.own.retain(|id, _| known.contains(id));
+        self.latency.retain(|id, _| known.contains(id));
+        self.pending.retain(|id| known.contains(id));
+        self.known = known;
+        self.board.set_checks(config.check_ids());
+        self.config = config;
+        // Every current status is fed again, so the new policy and dependencies apply at once.
+        self.round
+            .extend(self.own.iter().map(|(id, own)| (id.clone(), own.status)));
+        tracing::info!(checks = self.config.checks.len(), "monitor reconfigured");
+    }
+
+    /// Takes one probe result.
+    fn observe(&mut self, result: &ProbeResult) {
+        let now = now();
+        let id = &result.check.id;
+        if !self.known.contains(id) {
+            return; // a probe of a check removed by a reload
+        }
+        self.board
+            .counters
+            .start_delay
+            .observe(result.start_delay());
+        let outcome = &result.outcome;
+        let latency_ms = u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX);
+        let mut status = outcome.status;
+        let mut detail = outcome.detail.clone();
+        let drifting = self.drift(id, status, latency_ms, now);
+        if let Some(d) = drifting {
+            if status == Status::Operational {
+                status = Status::Degraded;
+            }
+            detail = format!(
+                "latency {} ms, above twice the 7-day median of {} ms; {detail}",
+                d.current_ms, d.baseline_ms
+            );
+        }
+        self.store.record_observation(
+            &self.config.agent,
+            &Observation {
+                check: id.clone(),
+                status,
+                latency_ms: Some(latency_ms),
+                detail: detail.clone(),
+                at: now,
+            },
+        );
+        let agent = &self.config.agent;
+        self.board.update(id, |state| {
+            state.status = Some(status);
+            state.verdict = Verdict::alone(Some(status));
+            state.votes = BTreeMap::from([(agent.clone(), status)]);
+            state.last_checked = Some(now);
+            state.latency_ms = Some(latency_ms);
+            state.detail.clone_from(&detail);
+            if let Some(t) = outcome.facts.cert_not_after {
+                state.cert_expiry = Some(t.unix_timestamp());
+            }
+            if let Some(t) = outcome.facts.domain_expires {
+                state.domain_expiry = Some(t.unix_timestamp());
+            }
+        });
+        let was_failing = self.own.get(id).is_some_and(|o| o.status.is_failure());
+        self.own.insert(
+            id.clone(),
+            Own {
+                status,
+                detail,
+                drift: drifting,
+            },
+        );
+        if status == Status::Unreachable && (!was_failing || self.pending.contains(id)) {
+            self.hold_for_canaries(id, now);
+        } else {
+            self.pending.remove(id);
+            self.round.insert(id.clone(), status);
+        }
+    }
+
+    /// Holds a new `unreachable` result and asks every other target's canary to run now.
+    fn hold_for_canaries(&mut self, id: &CheckId, now: Timestamp) {
+        self.pending.insert(id.clone());
+        if self.pending_until.is_some() {
+            return; // canaries already asked; this result is fed with the others
+        }
+        self.pending_until = Some(now.add_millis(millis(self.config.settle())));
+        for (target, canary) in self.config.canaries() {
+            if target != id.target() && self.run_now.try_send(canary.id.clone()).is_err() {
+                tracing::debug!(check = %canary.id, "scheduler busy; canary skipped");
+            }
+        }
+    }
+
+    /// Updates a health check's latency window; returns the drift, if it drifts.
+    fn drift(
+        &mut self,
+        id: &CheckId,
+        status: Status,
+        latency_ms: u64,
+        now: Timestamp,
+    ) -> Option<Drift> {
+        if id.kind() != CheckKind::Health {
+            return None;
+        }
+        let policy = self.config.drift;
+        let entry = self.latency.entry(id.clone()).or_default();
+        if matches!(status, Status::Operational | Status::Degraded) {
+            entry.recent.push_back(latency_ms);
+            while entry.recent.len() > policy.sustained.max(1) {
+                entry.recent.pop_front();
+            }
+        } else {
+            entry.recent.clear();
+        }
+        let stale = entry
+            .baseline
+            .is_none_or(|(_, _, at)| now.millis_since(at) >= BASELINE_MAX_AGE_MS);
+        if stale && !entry.reading {
+            entry.reading = true;
+            let (store, agent, check, tx) = (
+                self.store.clone(),
+                self.config.agent.clone(),
+                id.clone(),
+                self.baselines.0.clone(),
+            );
+            tokio::spawn(async move {
+                let since = now.add_millis(-BASELINE_SPAN_MS);
+                let samples = match store.latency_samples(&agent, &check, since).await {
+                    Ok(samples) => samples,
+                    Err(e) => {
+                        tracing::warn!(check = %check, error = %e, "cannot read the latency baseline");
+                        Vec::new()
+                    }
+                };
+                let median = drift::median(&samples).unwrap_or(0);
+                let baseline = Baseline {
+                    check,
+                    median,
+                    samples: samples.len(),
+                    at: now,
+                };
+                let _ = tx.send(baseline).await;
+            });
+        }
+        let (median, samples, _) = entry.baseline?;
+        let recent: Vec<u64> = entry.recent.iter().copied().collect();
+        drift::detect(median, samples, &recent, &policy)
+    }
+
+    /// One round: heartbeats, held failures, the engine, the pages, the saved state.
+    async fn step(&mut self) {
+        let now = now();
+        self.board
+            .counters
+            .monitor_alive_ms
+            .store(now.as_millis(), Ordering::Relaxed);
+        self.heartbeats(now);
+        if self.pending_until.is_some_and(|until| now >= until) {
+            self.pending_until = None;
+            for id in std::mem::take(&mut self.pending) {
+                if let Some(own) = self.own.get(&id) {
+                    self.round.insert(id, own.status);
+                }
+            }
+        }
+        let decisions = if self.round.is_empty() {
+            if self.engine.next_wakeup().is_none_or(|t| t > now) {
+                self.refresh(now).await;
+                return;
+            }
+            self.engine.tick(now)
+        } else {
+            let round = std::mem::take(&mut self.round);
+            self.engine.step(&round, now)
+        };
+        for decision in decisions {
+            self.page(&decision, now).await;
+        }
+        self.save_lifecycles(now).await;
+        self.refresh(now).await;
+    }
+
+    /// Push heartbeats: a changed status goes into the round.
+    fn heartbeats(&mut self, now: Timestamp) {
+        let pings = self.board.pings();
+        for (id, max_age) in &self.config.heartbeats {
+            let last = pings.get(id.target()).copied();
+            let max_age_ms = millis(*max_age);
+            let status = push::status(last, self.watching_since, max_age_ms, now);
+            if self.own.get(id).is_some_and(|o| o.status == status) {
+                continue;
+            }
+            let detail = match (status, last) {
+                (Status::Operational, Some(at)) => format!("last ping {} ago", ago(now, at)),
+                (Status::Operational, None) => format!(
+                    "no ping yet; stale {} after the agent started",
+                    humantime::format_duration(*max_age)
+                ),
+                (_, Some(at)) => format!(
+                    "no ping for {} (max_age {})",
+                    ago(now, at),
+                    humantime::format_duration(*max_age)
+                ),
+                (_, None) => format!(
+                    "never pinged in the {} since the agent started (max_age {})",
+                    ago(now, self.watching_since),
+                    humantime::format_duration(*max_age)
+                ),
+            };
+            self.board.update(id, |state| {
+                state.status = Some(status);
+                state.verdict = Verdict::alone(Some(status));
+                state.votes = BTreeMap::from([(self.config.agent.clone(), status)]);
+                state.last_checked = last;
+                state.detail.clone_from(&detail);
+            });
+            self.own.insert(
+                id.clone(),
+                Own {
+                    status,
+                    detail,
+                    drift: None,
+                },
+            );
+            self.round.insert(id.clone(), status);
+        }
+    }
+
+    /// Carries out one decision: the page, its log entry and lifecycle, in one transaction.
+    async fn page(&mut self, decision: &Decision, now: Timestamp) {
+        let alert = self.alert(decision, now);
+        let lifecycle = self.engine.lifecycle(&decision.subject).copied();
+        match self
+            .outbox
+            .notify(&decision.subject, &alert, lifecycle.as_ref(), now)
+            .await
+        {
+            Ok(queued) => {
+                if let Some(l) = lifecycle {
+                    self.saved.insert(decision.subject.clone(), l);
+                }
+                if queued {
+                    tracing::info!(subject = %decision.subject, event = %alert.event,
+                        repeat = alert.repeat, alert = %alert.alert, "alert queued");
+                } else {
+                    tracing::info!(subject = %decision.subject, event = %alert.event,
+                        "already notified before; not sent again");
+                }
+            }
+            Err(e) => {
+                tracing::error!(subject = %decision.subject, error = %e,
+                    "cannot store an alert: sending it without the outbox");
+                self.outbox.send_direct(alert.clone());
+            }
+        }
+        match decision.page {
+            Page::Firing { .. } => {
+                self.open_alerts
+                    .insert(decision.subject.clone(), (alert, now));
+            }
+            Page::Resolved { .. } => {
+                self.open_alerts.remove(&decision.subject);
+            }
+        }
+    }
+
+    /// The payload of a decision.
+    fn alert(&self, decision: &Decision, now: Timestamp) -> Alert {
+        let (event, since, repeat) = match decision.page {
+            Page::Firing { since, repeat } => (AlertEvent::Firing, since, repeat),
+            Page::Resolved { since } => (AlertEvent::Resolved, since, 0),
+        };
+        let agent = &self.config.agent;
+        let (kind, target, status, mut summary, mut detail) = match &decision.subject {
+            Subject::MonitoringOffline => {
+                let targets: BTreeSet<&str> = decision.folded.iter().map(|c| c.target()).collect();
+                let status = if event == AlertEvent::Firing {
+                    Status::Unreachable
+                } else {
+                    Status::Operational
+                };
+                (
+                    AlertKind::MonitoringOffline,
+                    agent.clone(),
+                    status,
+                    match event {
+                        AlertEvent::Firing => format!(
+                            "agent {agent} sees every target unreachable: its own network is likely down"
+                        ),
+                        AlertEvent::Resolved => format!("agent {agent} reaches its targets again"),
+                    },
+                    format!(
+                        "{} targets unreachable at once: {}",
+                        targets.len(),
+                        targets.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            }
+            Subject::Check(id) => {
+                let own = self.own.get(id);
+                let status = own.map_or(Status::Operational, |o| o.status);
+                let detail = own.map_or_else(String::new, |o| o.detail.clone());
+                let kind = match id.kind() {
+                    _ if own.is_some_and(|o| o.drift.is_some()) && !status.is_failure() => {
+                        AlertKind::LatencyDrift
+                    }
+                    CheckKind::Tls if status == Status::Degraded => AlertKind::TlsExpiry,
+                    other => AlertKind::for_check(other),
+                };
+                let summary = match event {
+                    AlertEvent::Firing => detail.clone(),
+                    AlertEvent::Resolved => format!("{id} recovered: {detail}"),
+                };
+                (kind, id.target().to_owned(), status, summary, detail)
+            }
+        };
+        if event == AlertEvent::Resolved {
+            detail = format!("{detail}\nDown for {} in all.", ago(now, since));
+        }
+        if !decision.folded.is_empty() && !matches!(decision.subject, Subject::MonitoringOffline) {
+            let folded: Vec<String> = decision.folded.iter().map(ToString::to_string).collect();
+            detail = format!(
+                "{detail}\nAlso down, folded into this alert (they depend on {target}): {}",
+                folded.join(", ")
+            );
+        }
+        if summary.is_empty() {
+            summary = format!("{} {event}", decision.subject);
+        }
+        Alert {
+            version: PAYLOAD_VERSION,
+            event,
+            alert: kind,
+            target,
+            check: decision.subject.to_string(),
+            status,
+            summary,
+            detail,
+            since: to_datetime(since),
+            incident: format!("{}@{}", decision.subject, since.as_millis()),
+            confirmed_by: vec![agent.clone()],
+            agents_total: 1,
+            sent_by: agent.clone(),
+            runbook: format!(
+                "{}#{}",
+                self.config.runbook_base.trim_end_matches('#'),
+                kind.runbook_anchor()
+            ),
+            repeat,
+        }
+    }
+
+    /// Saves every lifecycle that changed since it was last saved. A failed save is retried
+    /// next round (the old copy stays in `saved`).
+    async fn save_lifecycles(&mut self, now: Timestamp) {
+        let changed: Vec<(Subject, Lifecycle)> = self
+            .engine
+            .lifecycles()
+            .filter(|(s, l)| self.saved.get(*s) != Some(*l))
+            .map(|(s, l)| (s.clone(), *l))
+            .collect();
+        for (subject, lifecycle) in changed {
+            match self.store.save_lifecycle(&subject, &lifecycle, now).await {
+                Ok(()) => {
+                    self.saved.insert(subject, lifecycle);
+                }
+                Err(e) => {
+                    tracing::error!(subject = %subject, error = %e, "cannot save alert state; retrying");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Re-posts open firing alerts to channels that expire them (Alertmanager).
+    async fn refresh(&mut self, now: Timestamp) {
+        let Some(every) = self.refresh_every else {
+            return;
+        };
+        for (alert, last) in self.open_alerts.values_mut() {
+            if now.millis_since(*last) < millis(every) {
+                continue;
+            }
+            match self.outbox.refresh(alert, now).await {
+                Ok(()) => *last = now,
+                Err(e) => {
+                    tracing::warn!(check = %alert.check, error = %e, "cannot queue an alert refresh")
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone), holding no borrow of it.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The wall clock, as the mesh's [`Timestamp`].
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Timestamp(ms)
+}
+
+/// A timestamp as a UTC date-time (the epoch if out of range).
+pub fn to_datetime(t: Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `now - then`, for humans, to the second.
+fn ago(now: Timestamp, then: Timestamp) -> String {
+    let secs = u64::try_from(now.millis_since(then) / 1000).unwrap_or(0);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}

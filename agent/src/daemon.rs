@@ -47,16 +47,16 @@ pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The config file is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The checks could not be planned.
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] PlanError),
     /// A channel could not be built (a missing secret, a bad URL).
-    #[error("{0}")]
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     /// The store could not be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The API could not listen.
     #[error("cannot listen on {addr} for the API: {source}")]

@@ -6,11 +6,12 @@
 //! [`AlertEngine`] and carries out the pages it owes through the [`Outbox`].
 //!
 //! What it adds around the pure engine, because it needs I/O or a clock:
-//! - **Is it me or them?** A check that turns `unreachable` is not fed at once. The monitor asks
-//!   the scheduler to run one check of every other target now (the canaries, at most once per
+//! - **Is it me or them?** A check that starts failing is not fed at once. The monitor asks the
+//!   scheduler to run one check of every other target now (the canaries, at most once per
 //!   settle window) and feeds every new failure together once the canaries had time to answer.
 //!   So when this agent's own network is down, every target is seen unreachable in one round
-//!   and the engine pages one `monitoring_offline` instead of N target alerts.
+//!   and the engine pages one `monitoring_offline` instead of N target alerts; and when a parent
+//!   fails, its dependants' failures join the same round and are listed in the parent's page.
 //! - **Latency drift.** Health checks compare their latest latencies with the median of the
 //!   past 7 days (`mesh_proto::drift`); a drifting check counts as `degraded` and pages
 //!   `latency_drift`. Baselines are read from the store off the monitor's path, hourly.
@@ -155,8 +156,8 @@ pub struct Monitor {
     /// The latest firing alert of each open incident, and when it was last refreshed.
     open_alerts: BTreeMap<Subject, (Alert, Timestamp)>,
     refresh_every: Option<Duration>,
-    /// When push heartbeats started being watched.
-    watching_since: Timestamp,
+    /// When each push heartbeat started being watched (start-up, or the reload that added it).
+    watching_since: BTreeMap<CheckId, Timestamp>,
 }
 
 impl Monitor {
@@ -209,7 +210,11 @@ impl Monitor {
             saved,
             open_alerts: BTreeMap::new(),
             refresh_every,
-            watching_since: now,
+            watching_since: config
+                .heartbeats
+                .iter()
+                .map(|(id, _)| (id.clone(), now))
+                .collect(),
             known: config.check_ids().collect(),
             config,
         };
@@ -266,6 +271,12 @@ impl Monitor {
         self.latency.retain(|id, _| known.contains(id));
         self.pending.retain(|id| known.contains(id));
         self.known = known;
+        let now = now();
+        self.watching_since
+            .retain(|id, _| config.heartbeats.iter().any(|(h, _)| h == id));
+        for (id, _) in &config.heartbeats {
+            self.watching_since.entry(id.clone()).or_insert(now);
+        }
         self.board.set_checks(config.check_ids());
         self.config = config;
         // Every current status is fed again, so the new policy and dependencies apply at once.
@@ -333,7 +344,7 @@ impl Monitor {
                 drift: drifting,
             },
         );
-        if status == Status::Unreachable && (!was_failing || self.pending.contains(id)) {
+        if status.is_failure() && (!was_failing || self.pending.contains(id)) {
             self.hold_for_canaries(id, now);
         } else {
             self.pending.remove(id);
@@ -341,7 +352,7 @@ impl Monitor {
         }
     }
 
-    /// Holds a new `unreachable` result and asks every other target's canary to run now.
+    /// Holds a new failure and asks every other target's canary to run now.
     fn hold_for_canaries(&mut self, id: &CheckId, now: Timestamp) {
         self.pending.insert(id.clone());
         if self.pending_until.is_some() {
@@ -450,7 +461,8 @@ impl Monitor {
         for (id, max_age) in &self.config.heartbeats {
             let last = pings.get(id.target()).copied();
             let max_age_ms = millis(*max_age);
-            let status = push::status(last, self.watching_since, max_age_ms, now);
+            let since = self.watching_since.get(id).copied().unwrap_or(now);
+            let status = push::status(last, since, max_age_ms, now);
             if self.own.get(id).is_some_and(|o| o.status == status) {
                 continue;
             }
@@ -467,7 +479,7 @@ impl Monitor {
                 ),
                 (_, None) => format!(
                     "never pinged in the {} since the agent started (max_age {})",
-                    ago(now, self.watching_since),
+                    ago(now, since),
                     humantime::format_duration(*max_age)
                 ),
             };

@@ -53,10 +53,10 @@ fn send(socket: &str, state: &str) -> io::Result<()> {
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, if systemd set it for this process
 /// (`WATCHDOG_PID` unset or equal to our pid).
 pub fn watchdog_interval(env: &dyn Fn(&str) -> Option<String>) -> Option<Duration> {
-    if let Some(pid) = env("WATCHDOG_PID") {
-        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-            return None;
-        }
+    if let Some(pid) = env("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
     }
     let usec: u64 = env("WATCHDOG_USEC")?.trim().parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec / 2))

@@ -164,8 +164,13 @@ impl Outbox {
     /// its own. Nothing survives a restart on this path, and a page the log never saw may be
     /// sent again after one: better twice than never.
     pub fn send_direct(&self, alert: Alert) {
-        for channel in self.channels.values().cloned() {
-            let (alert, backoff, counters) = (alert.clone(), self.backoff, self.counters.clone());
+        for channel in self.channels.values() {
+            let (channel, alert, backoff, counters) = (
+                Arc::clone(channel),
+                alert.clone(),
+                self.backoff,
+                self.counters.clone(),
+            );
             tokio::spawn(async move {
                 for attempt in 1..=DIRECT_ATTEMPTS {
                     match channel.deliver(&alert).await {

@@ -1,7 +1,8 @@
 //! `pom run`: the daemon under a signal loop. SIGTERM or SIGINT drains within
 //! [`DRAIN`] and exits 0; SIGHUP reloads the config (a bad one is rejected, the old one keeps
 //! running). Under systemd it sends READY once the API listens and WATCHDOG while the
-//! scheduler and the monitor are alive.
+//! scheduler and the monitor are alive. (No RELOADING: it needs MONOTONIC_USEC, and the unit is
+//! `Type=notify`, for which a reload is just a signal.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,6 @@ pub(super) async fn run(args: ConfigArg) -> anyhow::Result<u8> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                notifier.notify("RELOADING=1");
                 match daemon.reload().await {
                     Ok(()) => tracing::info!(config = %args.config.display(), "reloaded"),
                     Err(e) => tracing::error!(config = %args.config.display(),

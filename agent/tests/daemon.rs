@@ -1,0 +1,702 @@
+//! `pom run` as a real process: probes on schedule against real local servers, alerts to a real
+//! webhook sink, kill -9 and restarts, signals, systemd notifications.
+//!
+//! Every wait polls a condition with a deadline; nothing sleeps to wait and nothing is retried.
+
+use std::io::Read as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use mesh_proto::{CheckId, Observation, Status, Timestamp};
+use pom::testbed::http::TestServer;
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-7f3a";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A webhook receiver that records every alert and can be told to fail.
+#[derive(Clone, Default)]
+struct Sink {
+    alerts: Arc<Mutex<Vec<Value>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sink {
+    async fn start() -> (Self, TestServer) {
+        let sink = Self::default();
+        let router = Router::new()
+            .route("/hook/{secret}", post(receive))
+            .with_state(sink.clone());
+        (sink, TestServer::http(router).await.unwrap())
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        self.alerts.lock().unwrap().clone()
+    }
+
+    /// Alerts matching `check` and `event`.
+    fn count(&self, check: &str, event: &str) -> usize {
+        self.alerts()
+            .iter()
+            .filter(|a| a["check"] == check && a["event"] == event)
+            .count()
+    }
+}
+
+async fn receive(State(sink): State<Sink>, body: String) -> StatusCode {
+    if sink.failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let mut alert: Value = serde_json::from_str(&body).expect("the webhook body is JSON");
+    alert["received_ms"] = now_ms().into();
+    sink.alerts.lock().unwrap().push(alert);
+    StatusCode::OK
+}
+
+/// A target whose health answer (status code, delay) can be changed.
+#[derive(Clone)]
+struct Target {
+    status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU16>,
+}
+
+impl Target {
+    async fn start() -> (Self, TestServer) {
+        let target = Self {
+            status: Arc::new(AtomicU16::new(200)),
+            delay_ms: Arc::new(AtomicU16::new(0)),
+        };
+        let router = Router::new()
+            .route("/health", get(answer))
+            .with_state(target.clone());
+        (target, TestServer::http(router).await.unwrap())
+    }
+
+    fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
+
+async fn answer(State(t): State<Target>) -> StatusCode {
+    let delay = t.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        // The server is slow on purpose: this is the latency under test, not a wait.
+        tokio::time::sleep(Duration::from_millis(delay.into())).await;
+    }
+    StatusCode::from_u16(t.status.load(Ordering::SeqCst)).unwrap()
+}
+
+fn now_ms() -> i64 {
+    pom::monitor::now().as_millis()
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A running `pom run`, killed on drop.
+struct Agent {
+    child: Option<Child>,
+    dir: PathBuf,
+    api: String,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Agent {
+    fn config_path(dir: &Path) -> PathBuf {
+        dir.join("pom.toml")
+    }
+
+    /// Writes `body` (everything after `[agent]`) and starts the agent.
+    fn start(dir: &Path, body: &str, extra_env: &[(&str, &str)]) -> Self {
+        let port = closed_port();
+        let config = format!(
+            "[agent]\nname = \"edge\"\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{port}\"\n\n{body}",
+            dir.join("data").display()
+        );
+        std::fs::write(Self::config_path(dir), config).unwrap();
+        let mut agent = Self {
+            child: None,
+            dir: dir.to_owned(),
+            api: format!("http://127.0.0.1:{port}"),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_pom"))
+                .args(["run", "--config"])
+                .arg(Self::config_path(&self.dir))
+                .env_clear()
+                .env("POM_API_TOKEN", TOKEN)
+                .env("POM_LOG", "info")
+                .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let api = self.api.clone();
+        poll("the agent's API to answer", || {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                panic!("the agent exited with {status}:\n{}", self.log());
+            }
+            health(&api).is_some()
+        });
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the agent was started")
+    }
+
+    fn kill9(&mut self) {
+        self.child().kill().unwrap();
+        self.child().wait().unwrap();
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let pid = self.child().id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// `pom_probe_runs_total` from /metrics.
+    fn runs(&self) -> u64 {
+        let text = http_get(&format!("{}/metrics", self.api), None).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("pom_probe_runs_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` more probe runs have started: time passing, measured in work done.
+    fn wait_runs(&self, n: u64) {
+        let target = self.runs() + n;
+        poll(&format!("{n} more probe runs"), || self.runs() >= target);
+    }
+
+    fn status(&self) -> Value {
+        let body = http_get(&format!("{}/api/status", self.api), Some(TOKEN)).unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A blocking GET with a short timeout (the tests' own tiny client).
+fn http_get(url: &str, token: Option<&str>) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+fn health(api: &str) -> Option<Value> {
+    serde_json::from_str(&http_get(&format!("{api}/api/health"), None)?).ok()
+}
+
+/// Polls `condition` every 20 ms until it holds; fails after [`DEADLINE`].
+fn poll(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, not a wait
+    }
+}
+
+/// The webhook channel; its URL (with a secret path) comes from `HOOK_URL`.
+const WEBHOOK: &str =
+    "[[alerts.channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl_env = \"HOOK_URL\"\n\n";
+
+fn hook_url(sink: &TestServer) -> String {
+    format!("http://{}/hook/SECRET-PATH-91c2", sink.addr())
+}
+
+fn target(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[targets]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n{extra}\n  [targets.health]\n  path = \"/health\"\n  interval = \"1s\"\n  timeout = \"500ms\"\n\n"
+    )
+}
+
+fn alerts_section(cooldown: &str) -> String {
+    format!(
+        "[alerts]\ncooldown = \"{cooldown}\"\nrunbook_base = \"https://runbook.example/runbook.md\"\n\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_firing_per_incident_an_immediate_resolved_and_a_cooldown_on_flapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let (shop, shop_server) = Target::start().await;
+    let (_cdn, cdn_server) = Target::start().await;
+    let config = alerts_section("10s")
+        + WEBHOOK
+        + &target("shop", shop_server.port(), "")
+        + &target("cdn", cdn_server.port(), "");
+    let url = hook_url(&sink_server);
+    let agent = tokio::task::block_in_place(|| {
+        Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())])
+    });
+    tokio::task::block_in_place(|| {
+        agent.wait_runs(6);
+        assert!(sink.alerts().is_empty(), "healthy targets page nothing");
+
+        shop.set(503);
+        poll("the firing", || sink.count("shop/health", "firing") == 1);
+        let firing = sink.alerts()[0].clone();
+        assert_eq!(firing["alert"], "health");
+        assert_eq!(firing["status"], "error");
+        assert_eq!(firing["target"], "shop");
+        assert_eq!(firing["sent_by"], "edge");
+        assert_eq!(firing["confirmed_by"], serde_json::json!(["edge"]));
+        assert_eq!(firing["agents_total"], 1);
+        assert_eq!(
+            firing["runbook"],
+            "https://runbook.example/runbook.md#health-status-change"
+        );
+        assert!(
+            firing["summary"].as_str().unwrap().contains("503"),
+            "{firing}"
+        );
+        let fired_at = firing["received_ms"].as_i64().unwrap();
+
+        // Recovery inside the 10 s cooldown: the resolved does not wait for it.
+        shop.set(200);
+        poll("the resolved", || {
+            sink.count("shop/health", "resolved") == 1
+        });
+        let resolved = sink.alerts()[1].clone();
+        assert_eq!(resolved["incident"], firing["incident"]);
+        assert!(
+            resolved["received_ms"].as_i64().unwrap() - fired_at < 10_000,
+            "resolved goes out at once, bypassing the cooldown"
+        );
+        assert_eq!(
+            sink.count("shop/health", "firing"),
+            1,
+            "one firing per incident"
+        );
+
+        // A flap inside the cooldown: the next firing waits for the cooldown to end.
+        shop.set(503);
+        poll("the second firing", || {
+            sink.count("shop/health", "firing") == 2
+        });
+        let second = sink
+            .alerts()
+            .into_iter()
+            .filter(|a| a["event"] == "firing")
+            .nth(1)
+            .unwrap();
+        // Receipt times carry each delivery's own latency (a few ms); the agent's clock says
+        // exactly 10 s.
+        assert!(
+            second["received_ms"].as_i64().unwrap() - fired_at >= 9_500,
+            "a flap pages at most once per cooldown: {} ms apart",
+            second["received_ms"].as_i64().unwrap() - fired_at
+        );
+        assert_ne!(second["incident"], firing["incident"]);
+        assert!(
+            !agent.log().contains("SECRET-PATH-91c2"),
+            "the webhook URL is a secret"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_parent_folds_its_dependants_into_one_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let (edge, edge_server) = Target::start().await;
+    let (shop, shop_server) = Target::start().await;
+    let (_cdn, cdn_server) = Target::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + &target("edge-proxy", edge_server.port(), "")
+        + &target("shop", shop_server.port(), "depends_on = [\"edge-proxy\"]")
+        + &target("cdn", cdn_server.port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        agent.wait_runs(6);
+        edge.set(502);
+        shop.set(502);
+        poll("the parent's firing", || {
+            sink.count("edge-proxy/health", "firing") == 1
+        });
+        agent.wait_runs(10);
+        let alerts = sink.alerts();
+        assert_eq!(alerts.len(), 1, "only the parent pages: {alerts:?}");
+        assert!(
+            alerts[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("shop/health"),
+            "the parent's alert lists what it folds: {}",
+            alerts[0]
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_target_unreachable_is_one_monitoring_offline_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + &target("a", closed_port(), "")
+        + &target("b", closed_port(), "")
+        + &target("c", closed_port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        poll("monitoring_offline", || {
+            sink.count("monitoring_offline", "firing") == 1
+        });
+        agent.wait_runs(15);
+        let alerts = sink.alerts();
+        assert_eq!(alerts.len(), 1, "one alert, not one per target: {alerts:?}");
+        assert_eq!(alerts[0]["alert"], "monitoring_offline");
+        assert_eq!(alerts[0]["target"], "edge", "a mesh alert names the agent");
+        assert_eq!(
+            alerts[0]["runbook"],
+            "https://runbook.example/runbook.md#monitoring-offline"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_heartbeat_goes_stale_and_recovers_with_a_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + "[[heartbeats]]\nname = \"staging-tests\"\nmax_age = \"2s\"\n";
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        poll("heartbeat_stale", || {
+            sink.count("staging-tests/heartbeat", "firing") == 1
+        });
+        assert_eq!(sink.alerts()[0]["alert"], "heartbeat_stale");
+        let ping = Command::new(env!("CARGO_BIN_EXE_pom"))
+            .args(["heartbeat", "staging-tests", "--api", &agent.api])
+            .env_clear()
+            .env("POM_API_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ping.stderr)
+        );
+        poll("the resolved", || {
+            sink.count("staging-tests/heartbeat", "resolved") == 1
+        });
+
+        let unknown = Command::new(env!("CARGO_BIN_EXE_pom"))
+            .args(["heartbeat", "nope", "--api", &agent.api])
+            .env_clear()
+            .env("POM_API_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert_eq!(unknown.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sustained_latency_above_twice_the_baseline_raises_latency_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    // A week of fast answers, as an agent that ran before would have stored them.
+    {
+        let (store, _) = pom::store::Store::open(&dir.path().join("data")).unwrap();
+        let id: CheckId = "api/health".parse().unwrap();
+        let now = now_ms();
+        for i in 0..60 {
+            store.record_observation(
+                "edge",
+                &Observation {
+                    check: id.clone(),
+                    status: Status::Operational,
+                    latency_ms: Some(10),
+                    detail: "GET /health returned 200".into(),
+                    at: Timestamp(now - (i + 1) * 3_600_000),
+                },
+            );
+        }
+        store.close().await.unwrap();
+    }
+    let (sink, sink_server) = Sink::start().await;
+    let (api, api_server) = Target::start().await;
+    api.delay_ms.store(150, Ordering::SeqCst);
+    let (_b, b_server) = Target::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + &target("api", api_server.port(), "")
+        + &target("b", b_server.port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        poll("latency_drift", || sink.count("api/health", "firing") == 1);
+        let alert = &sink.alerts()[0];
+        assert_eq!(alert["alert"], "latency_drift", "{alert}");
+        assert_eq!(alert["status"], "degraded");
+        assert!(
+            alert["detail"]
+                .as_str()
+                .unwrap()
+                .contains("7-day median of 10 ms"),
+            "{alert}"
+        );
+        let status = agent.status();
+        let api_check = status["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "api/health")
+            .unwrap()
+            .clone();
+        assert_eq!(api_check["status"], "degraded");
+
+        api.delay_ms.store(0, Ordering::SeqCst);
+        poll("the resolved", || sink.count("api/health", "resolved") == 1);
+        assert_eq!(sink.count("b/health", "firing"), 0);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_neither_repeats_a_page_nor_loses_an_undelivered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let (shop, shop_server) = Target::start().await;
+    let (_cdn, cdn_server) = Target::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + &target("shop", shop_server.port(), "")
+        + &target("cdn", cdn_server.port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let mut agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        shop.set(500);
+        poll("the firing", || sink.count("shop/health", "firing") == 1);
+
+        agent.kill9();
+        agent.spawn();
+        agent.wait_runs(10);
+        assert_eq!(
+            sink.count("shop/health", "firing"),
+            1,
+            "no second page after kill -9"
+        );
+
+        // The channel goes down, the incident resolves, the agent dies before delivering.
+        sink.failing.store(true, Ordering::SeqCst);
+        shop.set(200);
+        poll("the failed delivery of the resolved", || {
+            agent.log().contains("alert delivery failed") && agent.log().contains("shop/health")
+        });
+        agent.kill9();
+        sink.failing.store(false, Ordering::SeqCst);
+        agent.spawn();
+        poll("the resolved, after the restart", || {
+            sink.count("shop/health", "resolved") == 1
+        });
+        agent.wait_runs(10);
+        assert_eq!(sink.count("shop/health", "resolved"), 1, "delivered once");
+        assert_eq!(sink.count("shop/health", "firing"), 1);
+        assert!(
+            !agent.log().contains("SECRET-PATH-91c2"),
+            "the webhook URL never reaches the log"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_a_good_config_rejects_a_bad_one_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a_server) = Target::start().await;
+    let (_b, b_server) = Target::start().await;
+    let config = target("a", a_server.port(), "");
+    tokio::task::block_in_place(|| {
+        let mut agent = Agent::start(dir.path(), &config, &[]);
+        let ids = |agent: &Agent| -> Vec<String> {
+            agent.status()["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&agent), ["a/health"]);
+
+        let path = Agent::config_path(dir.path());
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!("{good}\n[[targets]]\nname = \"broken\"\nurl = 7\n"),
+        )
+        .unwrap();
+        agent.signal("-HUP");
+        poll("the rejection in the log", || {
+            agent.log().contains("reload rejected")
+        });
+        assert!(
+            agent.log().contains("pom.toml:"),
+            "the error names the file and line"
+        );
+        assert_eq!(ids(&agent), ["a/health"], "the old config keeps running");
+        agent.wait_runs(3);
+
+        std::fs::write(
+            &path,
+            format!("{good}\n{}", target("b", b_server.port(), "")),
+        )
+        .unwrap();
+        agent.signal("-HUP");
+        poll("the new check", || ids(&agent) == ["a/health", "b/health"]);
+        poll("b probed", || {
+            agent.status()["checks"][1]["status"] == "operational"
+        });
+
+        let started = Instant::now();
+        agent.signal("-TERM");
+        let code = loop {
+            if let Some(status) = agent.child().try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "SIGTERM drains in bounded time"
+            );
+            std::thread::sleep(Duration::from_millis(20)); // poll interval
+        };
+        assert_eq!(code, Some(0));
+        assert!(agent.log().contains("stopped"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_systemd_ready_follows_the_listening_api_and_the_watchdog_is_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (_a, a_server) = Target::start().await;
+    let config = target("a", a_server.port(), "");
+    let socket_env = socket_path.to_str().unwrap().to_owned();
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(
+            dir.path(),
+            &config,
+            &[
+                ("NOTIFY_SOCKET", socket_env.as_str()),
+                ("WATCHDOG_USEC", "400000"),
+            ],
+        );
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(first.starts_with("READY=1"), "{first}");
+        assert!(health(&agent.api).is_some(), "READY means the API listens");
+        let n = socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        let n = socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1", "and again");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a_server) = Target::start().await;
+    let config = format!(
+        "[agent]\nname = \"edge\"\ndata_dir = \"{}\"\napi_listen = \"127.0.0.1:{}\"\n\n{}",
+        dir.path().join("data").display(),
+        closed_port(),
+        target("a", a_server.port(), "")
+    );
+    std::fs::write(dir.path().join("pom.toml"), config).unwrap();
+    let output = tokio::task::block_in_place(|| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pom"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(dir.path().join("pom.toml"))
+            .env_clear()
+            .env("POM_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + DEADLINE;
+        while !seen.contains("agent started") {
+            assert!(Instant::now() < deadline, "no start-up log");
+            let n = stderr.read(&mut buf).unwrap();
+            assert!(n > 0, "the agent exited: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        seen
+    });
+    let lines: Vec<&str> = output.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        if !line.starts_with('{') {
+            continue; // a partial last line
+        }
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(output.contains("\"message\":\"agent started\""), "{output}");
+}

@@ -700,3 +700,85 @@ async fn json_logs_are_one_object_per_line() {
     }
     assert!(output.contains("\"message\":\"agent started\""), "{output}");
 }
+
+/// Fills the file system at `dir` until a write fails with "no space".
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = std::io::Write::write_all(&mut file, &chunk) {
+            assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
+            break;
+        }
+    }
+    // Also the last few bytes, so not even a page fits.
+    while std::io::Write::write_all(&mut file, &[0u8; 512]).is_ok() {}
+    path
+}
+
+/// A small tmpfs mounted for the test, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_logged_loudly_and_probes_and_alerts_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(&dir.path().join("data")) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs as root");
+        return;
+    };
+    let (sink, sink_server) = Sink::start().await;
+    let (shop, shop_server) = Target::start().await;
+    let (_cdn, cdn_server) = Target::start().await;
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + &target("shop", shop_server.port(), "")
+        + &target("cdn", cdn_server.port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
+        agent.wait_runs(2);
+        let filler = fill(&dir.path().join("data"));
+        agent.wait_runs(4);
+        shop.set(500);
+        poll("the firing, sent even though the database is full", || {
+            sink.count("shop/health", "firing") == 1
+        });
+        poll("a loud log line", || agent.log().contains("ERROR"));
+        assert!(
+            agent.log().contains("disk is full"),
+            "the log says why: {}",
+            agent.log()
+        );
+        agent.wait_runs(6);
+        assert!(health(&agent.api).is_some(), "the agent keeps running");
+
+        // Space comes back: the store catches up, and the resolved goes through the outbox.
+        std::fs::remove_file(filler).unwrap();
+        shop.set(200);
+        poll("the resolved", || {
+            sink.count("shop/health", "resolved") == 1
+        });
+        agent.wait_runs(6);
+        assert_eq!(sink.count("shop/health", "firing"), 1);
+    });
+}

@@ -220,6 +220,11 @@ impl Daemon {
             tracing::error!(moved_to = %moved.display(),
                 "the database was unreadable and has been moved aside; started with a fresh one");
         }
+        if built.config.mesh.is_some() {
+            tracing::warn!(
+                "[mesh] is configured, but this agent runs alone (a quorum of one) until the mesh transport lands"
+            );
+        }
         let board = Arc::new(Board::default());
         let shared = Shared {
             store: store.clone(),

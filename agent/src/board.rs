@@ -7,7 +7,7 @@
 //! and read by the monitor.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use mesh_proto::{CheckId, Status, Timestamp, Verdict};
@@ -41,11 +41,15 @@ pub struct CheckState {
     /// The domain registration's expiry (WHOIS checks), seconds since the epoch.
     #[serde(skip)]
     pub domain_expiry: Option<i64>,
+    /// How long an observation counts as fresh (2 × interval + timeout); `None`: always (push
+    /// heartbeats, judged every round).
+    #[serde(skip)]
+    pub fresh_for_ms: Option<i64>,
 }
 
 impl CheckState {
     /// A check not run yet.
-    pub fn new(id: CheckId) -> Self {
+    pub fn new(id: CheckId, fresh_for_ms: Option<i64>) -> Self {
         Self {
             target: id.target().to_owned(),
             kind: id.kind().to_string(),
@@ -58,6 +62,7 @@ impl CheckState {
             detail: String::new(),
             cert_expiry: None,
             domain_expiry: None,
+            fresh_for_ms,
         }
     }
 }
@@ -140,23 +145,36 @@ impl Histogram {
 pub struct Board {
     checks: RwLock<BTreeMap<CheckId, CheckState>>,
     pings: Mutex<BTreeMap<String, Timestamp>>,
+    /// Whether this agent sees every target unreachable (its `monitoring_offline` is open).
+    isolated: AtomicBool,
     /// Counters for metrics.
     pub counters: Arc<Counters>,
 }
 
 impl Board {
-    /// Replaces the set of checks (start-up and reload), keeping what is known about those that
-    /// stay.
-    pub fn set_checks(&self, ids: impl IntoIterator<Item = CheckId>) {
+    /// Replaces the set of checks (start-up and reload), each with its freshness window,
+    /// keeping what is known about those that stay.
+    pub fn set_checks(&self, ids: impl IntoIterator<Item = (CheckId, Option<i64>)>) {
         let mut checks = self.checks.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = BTreeMap::new();
-        for id in ids {
-            let state = checks
+        for (id, fresh_for_ms) in ids {
+            let mut state = checks
                 .remove(&id)
-                .unwrap_or_else(|| CheckState::new(id.clone()));
+                .unwrap_or_else(|| CheckState::new(id.clone(), fresh_for_ms));
+            state.fresh_for_ms = fresh_for_ms;
             next.insert(id, state);
         }
         *checks = next;
+    }
+
+    /// Records whether this agent is isolated.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::Relaxed);
+    }
+
+    /// Whether this agent is isolated.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
     }
 
     /// Changes one check's state, if it is on the board.
@@ -167,13 +185,23 @@ impl Board {
         }
     }
 
-    /// A copy of every check's state, in id order.
-    pub fn checks(&self) -> Vec<CheckState> {
+    /// A copy of every check's state at `now`, in id order, with its verdict: a stale
+    /// observation, or any observation of an isolated agent, gives no verdict.
+    pub fn checks(&self, now: Timestamp) -> Vec<CheckState> {
+        let isolated = self.is_isolated();
         self.checks
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .cloned()
+            .map(|c| {
+                let mut c = c.clone();
+                let fresh = match (c.last_checked, c.fresh_for_ms) {
+                    (Some(at), Some(window)) => now.millis_since(at) < window,
+                    _ => true,
+                };
+                c.verdict = Verdict::alone(c.status, fresh, isolated);
+                c
+            })
             .collect()
     }
 

@@ -138,11 +138,8 @@ impl Generation {
             .with_counters(shared.board.counters.clone());
         let outbox_task = tokio::spawn(outbox.clone().run(monitor::now, stop_rx.clone()));
         let (run_now_tx, run_now_rx) = mpsc::channel(256);
-        let stats = Arc::new(SchedulerStats::default());
-        *shared
-            .scheduler
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = stats.clone();
+        // One set of counters across generations, so a reload never resets a Prometheus counter.
+        let stats = shared.scheduler.clone();
         let ctx = shared.probes.clone();
         let scheduler = tokio::spawn(scheduler::run(
             built.checks.clone(),
@@ -179,14 +176,32 @@ struct Shared {
     store: StoreHandle,
     board: Arc<Board>,
     probes: Arc<ProbeContext>,
-    scheduler: Arc<RwLock<Arc<SchedulerStats>>>,
+    scheduler: Arc<SchedulerStats>,
+}
+
+/// The `[agent]` settings a reload cannot change: they are fixed at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    name: String,
+    data_dir: PathBuf,
+    api_listen: SocketAddr,
+}
+
+impl Identity {
+    fn of(config: &Config) -> Self {
+        Self {
+            name: config.agent.name.clone(),
+            data_dir: config.agent.data_dir.clone(),
+            api_listen: config.agent.api_listen,
+        }
+    }
 }
 
 /// A running daemon.
 pub struct Daemon {
     path: PathBuf,
     env: Env,
-    config: Config,
+    identity: Identity,
     shared: Shared,
     generation: Generation,
     results: mpsc::Sender<ProbeResult>,
@@ -297,7 +312,7 @@ impl Daemon {
         Ok(Self {
             path: path.to_owned(),
             env,
-            config: built.config,
+            identity: Identity::of(&built.config),
             shared,
             generation,
             results: results_tx,
@@ -331,16 +346,14 @@ impl Daemon {
     /// Reads the config file again and applies it. On error nothing changes.
     pub async fn reload(&mut self) -> Result<(), DaemonError> {
         let mut built = build(&self.path, &self.env)?;
-        let (old, new) = (&self.config.agent, &built.config.agent);
-        if old.name != new.name || old.data_dir != new.data_dir || old.api_listen != new.api_listen
-        {
+        if Identity::of(&built.config) != self.identity {
             tracing::warn!(
                 "[agent] name, data_dir and api_listen changes take effect only after a restart"
             );
         }
         let channels = std::mem::take(&mut built.channels);
         let mut monitor_config = built.monitor.clone();
-        monitor_config.agent.clone_from(&self.config.agent.name);
+        monitor_config.agent.clone_from(&self.identity.name);
         let (generation, outbox, run_now) =
             Generation::start(&built, channels, &self.shared, self.results.clone());
         let old = std::mem::replace(&mut self.generation, generation);
@@ -360,7 +373,6 @@ impl Daemon {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = heartbeat_names(&built.config);
         tracing::info!(checks = built.checks.len(), "config reloaded");
-        self.config = built.config;
         Ok(())
     }
 

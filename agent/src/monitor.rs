@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_proto::{
     AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
-    DriftPolicy, Lifecycle, Observation, Page, Status, Subject, Timestamp, Verdict, drift, push,
+    DriftPolicy, Lifecycle, Observation, Page, Status, Subject, Timestamp, drift, push,
 };
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -68,12 +68,18 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
-    /// Every check id the board shows: probes, then push heartbeats.
+    /// Every check id: probes, then push heartbeats.
     pub fn check_ids(&self) -> impl Iterator<Item = CheckId> + '_ {
+        self.board_checks().map(|(id, _)| id)
+    }
+
+    /// Every check the board shows, with how long its observation stays fresh: 2 × interval +
+    /// timeout for probes (DESIGN.md, "Voters"), always for push heartbeats.
+    fn board_checks(&self) -> impl Iterator<Item = (CheckId, Option<i64>)> + '_ {
         self.checks
             .iter()
-            .map(|c| c.id.clone())
-            .chain(self.heartbeats.iter().map(|(id, _)| id.clone()))
+            .map(|c| (c.id.clone(), Some(millis(c.interval * 2 + c.timeout))))
+            .chain(self.heartbeats.iter().map(|(id, _)| (id.clone(), None)))
     }
 
     /// How long new `unreachable` results wait for the canaries: the longest canary timeout,
@@ -193,7 +199,7 @@ impl Monitor {
                 }
             }
         }
-        board.set_checks(config.check_ids());
+        board.set_checks(config.board_checks());
         let refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
         let mut monitor = Self {
             engine,
@@ -277,7 +283,7 @@ impl Monitor {
         for (id, _) in &config.heartbeats {
             self.watching_since.entry(id.clone()).or_insert(now);
         }
-        self.board.set_checks(config.check_ids());
+        self.board.set_checks(config.board_checks());
         self.config = config;
         // Every current status is fed again, so the new policy and dependencies apply at once.
         self.round
@@ -323,7 +329,6 @@ impl Monitor {
         let agent = &self.config.agent;
         self.board.update(id, |state| {
             state.status = Some(status);
-            state.verdict = Verdict::alone(Some(status));
             state.votes = BTreeMap::from([(agent.clone(), status)]);
             state.last_checked = Some(now);
             state.latency_ms = Some(latency_ms);
@@ -451,6 +456,11 @@ impl Monitor {
         for decision in decisions {
             self.page(&decision, now).await;
         }
+        self.board.set_isolated(
+            self.engine
+                .lifecycle(&Subject::MonitoringOffline)
+                .is_some_and(|l| l.open.is_some()),
+        );
         self.save_lifecycles(now).await;
         self.refresh(now).await;
     }
@@ -485,7 +495,6 @@ impl Monitor {
             };
             self.board.update(id, |state| {
                 state.status = Some(status);
-                state.verdict = Verdict::alone(Some(status));
                 state.votes = BTreeMap::from([(self.config.agent.clone(), status)]);
                 state.last_checked = last;
                 state.detail.clone_from(&detail);

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use mesh_proto::{CheckId, Status, Timestamp, Verdict};
+use mesh_proto::{CheckId, Status};
 use pom::api::{self, AgentInfo, ApiState, MAX_BODY, Token};
 use pom::board::Board;
 use pom::store::Store;
@@ -23,12 +23,14 @@ fn fixture() -> Fixture {
     let (store, instance) = Store::open(dir.path()).unwrap();
     let board = Arc::new(Board::default());
     let id: CheckId = "shop/health".parse().unwrap();
-    board.set_checks([id.clone(), "nightly/heartbeat".parse().unwrap()]);
+    board.set_checks([
+        (id.clone(), Some(60_000)),
+        ("nightly/heartbeat".parse().unwrap(), None),
+    ]);
     board.update(&id, |s| {
         s.status = Some(Status::Error);
-        s.verdict = Verdict::Down;
         s.votes.insert("edge".into(), Status::Error);
-        s.last_checked = Some(Timestamp(1_781_406_729_000));
+        s.last_checked = Some(pom::monitor::now());
         s.latency_ms = Some(42);
         s.detail = "GET /api/health returned 502".into();
         s.cert_expiry = Some(1_800_000_000);
@@ -142,7 +144,7 @@ async fn status_has_the_contract_fields_per_check() {
     assert_eq!(shop["status"], "error");
     assert_eq!(shop["verdict"], "down");
     assert_eq!(shop["votes"], serde_json::json!({"edge": "error"}));
-    assert_eq!(shop["last_checked"], "2026-06-14T03:12:09Z");
+    assert!(shop["last_checked"].as_str().unwrap().ends_with('Z'));
     assert_eq!(shop["latency_ms"], 42);
     assert_eq!(shop["detail"], "GET /api/health returned 502");
     let never = &checks[0];
@@ -339,4 +341,34 @@ async fn metrics_parse_and_carry_the_contract_families() {
             "{family} missing"
         );
     }
+}
+
+#[tokio::test]
+async fn a_stale_observation_or_an_isolated_agent_gives_no_verdict() {
+    let f = fixture();
+    let id: CheckId = "shop/health".parse().unwrap();
+    f.state.board.update(&id, |s| {
+        s.last_checked = Some(pom::monitor::now().add_millis(-61_000));
+    });
+    let (_, body) = json(&f.state, "GET", "/api/status", Some("s3cret-token")).await;
+    assert_eq!(
+        body["checks"][1]["verdict"], "unknown",
+        "older than its freshness window"
+    );
+    assert_eq!(
+        body["checks"][1]["status"], "error",
+        "its own status still shows"
+    );
+
+    f.state
+        .board
+        .update(&id, |s| s.last_checked = Some(pom::monitor::now()));
+    f.state.board.set_isolated(true);
+    let (_, body) = json(&f.state, "GET", "/api/status", Some("s3cret-token")).await;
+    assert_eq!(
+        body["checks"][1]["verdict"], "unknown",
+        "an isolated agent casts no vote"
+    );
+    let (_, mesh) = json(&f.state, "GET", "/api/mesh", Some("s3cret-token")).await;
+    assert_eq!(mesh["self"]["isolated"], true);
 }

@@ -26,9 +26,12 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict of a quorum of one on its own latest status (`None`: never observed).
-    pub fn alone(status: Option<Status>) -> Self {
+    /// A stale observation (not `fresh`) or an isolated agent gives no verdict: an agent that
+    /// cannot reach anything casts no vote (DESIGN.md, "Isolated agent").
+    pub fn alone(status: Option<Status>, fresh: bool, isolated: bool) -> Self {
         match status {
             None => Self::Unknown,
+            Some(_) if !fresh || isolated => Self::Unknown,
             Some(s) if s.is_failure() => Self::Down,
             Some(_) => Self::Up,
         }
@@ -57,11 +60,33 @@ mod tests {
 
     #[test]
     fn a_quorum_of_one_follows_its_own_status() {
-        assert_eq!(Verdict::alone(None), Verdict::Unknown);
-        assert_eq!(Verdict::alone(Some(Status::Operational)), Verdict::Up);
-        assert_eq!(Verdict::alone(Some(Status::Degraded)), Verdict::Up);
-        assert_eq!(Verdict::alone(Some(Status::Error)), Verdict::Down);
-        assert_eq!(Verdict::alone(Some(Status::Unreachable)), Verdict::Down);
+        assert_eq!(Verdict::alone(None, true, false), Verdict::Unknown);
+        assert_eq!(
+            Verdict::alone(Some(Status::Operational), true, false),
+            Verdict::Up
+        );
+        assert_eq!(
+            Verdict::alone(Some(Status::Degraded), true, false),
+            Verdict::Up
+        );
+        assert_eq!(
+            Verdict::alone(Some(Status::Error), true, false),
+            Verdict::Down
+        );
+        assert_eq!(
+            Verdict::alone(Some(Status::Unreachable), true, false),
+            Verdict::Down
+        );
+        assert_eq!(
+            Verdict::alone(Some(Status::Error), false, false),
+            Verdict::Unknown,
+            "stale"
+        );
+        assert_eq!(
+            Verdict::alone(Some(Status::Unreachable), true, true),
+            Verdict::Unknown,
+            "an isolated agent casts no vote"
+        );
         assert_eq!(
             serde_json::to_string(&Verdict::LocalOnly).unwrap(),
             "\"local_only\""

@@ -4,7 +4,6 @@
 //! never a free-form error string.
 
 use std::fmt::Write as _;
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -27,7 +26,7 @@ pub(super) async fn render(State(state): State<ApiState>) -> impl IntoResponse {
 
 /// The whole exposition.
 fn text(state: &ApiState) -> String {
-    let checks = state.board.checks();
+    let checks = state.board.checks(crate::monitor::now());
     let mut out = String::with_capacity(256 + checks.len() * 512);
     let labels = |c: &crate::board::CheckState| {
         format!(
@@ -158,11 +157,7 @@ fn text(state: &ApiState) -> String {
         "1 if a mesh peer is alive (no peers when the agent runs alone).",
     );
 
-    let scheduler = state
-        .scheduler
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let scheduler = &state.scheduler;
     family(
         &mut out,
         "pom_probe_runs_total",

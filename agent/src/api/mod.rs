@@ -104,7 +104,7 @@ pub struct ApiState {
     /// Configured push-heartbeat names (replaced on reload).
     pub heartbeats: Arc<RwLock<BTreeSet<String>>>,
     /// Scheduler counters.
-    pub scheduler: Arc<RwLock<Arc<SchedulerStats>>>,
+    pub scheduler: Arc<SchedulerStats>,
 }
 
 /// The API's routes. See the [module docs](self).
@@ -168,7 +168,7 @@ async fn health(State(state): State<ApiState>) -> axum::Json<Value> {
 async fn status(State(state): State<ApiState>) -> axum::Json<Value> {
     let checks: Vec<Value> = state
         .board
-        .checks()
+        .checks(now())
         .into_iter()
         .map(|c| {
             let mut v = serde_json::to_value(&c).unwrap_or(Value::Null);
@@ -190,7 +190,7 @@ async fn mesh(State(state): State<ApiState>) -> axum::Json<Value> {
             "name": state.info.name,
             "instance_id": state.info.instance_id,
             "version": state.info.version,
-            "isolated": false,
+            "isolated": state.board.is_isolated(),
             "quorum": { "policy": "alone", "voters": 1 },
         },
         "peers": [],

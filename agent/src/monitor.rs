@@ -226,7 +226,34 @@ impl Monitor {
         };
         let known = &monitor.known;
         monitor.engine.retain_checks(|id| known.contains(id));
+        monitor.reopen_alerts().await;
         monitor
+    }
+
+    /// After a restart, finds the latest firing alert of every incident that paged and is still
+    /// open, so channels that expire alerts (Alertmanager) keep receiving it. They are
+    /// refreshed at the first round: the agent may have been down longer than the receiver
+    /// keeps an alert.
+    async fn reopen_alerts(&mut self) {
+        if self.refresh_every.is_none() {
+            return;
+        }
+        let open: Vec<(Subject, Timestamp)> = self
+            .engine
+            .lifecycles()
+            .filter_map(|(s, l)| l.open.filter(|i| i.pages > 0).map(|i| (s.clone(), i.since)))
+            .collect();
+        for (subject, since) in open {
+            let incident = incident_id(&subject, since);
+            match self.store.last_alert(&incident, AlertEvent::Firing).await {
+                Ok(Some(alert)) => {
+                    self.open_alerts.insert(subject, (alert, Timestamp::EPOCH));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(incident = %incident, error = %e,
+                    "cannot read an open incident's alert; it is not refreshed"),
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true.
@@ -622,7 +649,7 @@ impl Monitor {
             summary,
             detail,
             since: to_datetime(since),
-            incident: format!("{}@{}", decision.subject, since.as_millis()),
+            incident: incident_id(&decision.subject, since),
             confirmed_by: vec![agent.clone()],
             agents_total: 1,
             sent_by: agent.clone(),
@@ -674,6 +701,11 @@ impl Monitor {
             }
         }
     }
+}
+
+/// An incident's id: its subject and its start, the same on every agent and after a restart.
+fn incident_id(subject: &Subject, since: Timestamp) -> String {
+    format!("{subject}@{}", since.as_millis())
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone), holding no borrow of it.

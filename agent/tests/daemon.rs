@@ -782,3 +782,70 @@ async fn a_full_disk_is_logged_loudly_and_probes_and_alerts_go_on() {
         assert_eq!(sink.count("shop/health", "firing"), 1);
     });
 }
+
+/// An HTTP receiver of Alertmanager's v2 API: records every posted alert list.
+#[derive(Clone, Default)]
+struct AlertmanagerSink {
+    posts: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn receive_alerts(State(sink): State<AlertmanagerSink>, body: String) -> StatusCode {
+    let alerts: Value = serde_json::from_str(&body).expect("Alertmanager gets JSON");
+    sink.posts.lock().unwrap().push(alerts);
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_incident_is_posted_to_alertmanager_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let am = AlertmanagerSink::default();
+    let am_server = TestServer::http(
+        Router::new()
+            .route("/api/v2/alerts", post(receive_alerts))
+            .with_state(am.clone()),
+    )
+    .await
+    .unwrap();
+    let (shop, shop_server) = Target::start().await;
+    let (_cdn, cdn_server) = Target::start().await;
+    let config = alerts_section("1s")
+        + &format!(
+            "[[alerts.channels]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://{}\"\n\n",
+            am_server.addr()
+        )
+        + &target("shop", shop_server.port(), "")
+        + &target("cdn", cdn_server.port(), "");
+    tokio::task::block_in_place(|| {
+        let mut agent = Agent::start(dir.path(), &config, &[]);
+        shop.set(500);
+        poll("the firing at Alertmanager", || {
+            am.posts.lock().unwrap().len() == 1
+        });
+        let first = am.posts.lock().unwrap()[0][0].clone();
+        assert!(
+            first.get("endsAt").is_none(),
+            "a firing alert has no endsAt: {first}"
+        );
+
+        // Alertmanager forgets an alert that is not posted again within its resolve_timeout,
+        // so the restarted agent posts the open incident again at once, unchanged.
+        agent.kill9();
+        agent.spawn();
+        poll("the refresh after the restart", || {
+            am.posts.lock().unwrap().len() == 2
+        });
+        let again = am.posts.lock().unwrap()[1][0].clone();
+        assert_eq!(again["labels"], first["labels"]);
+        assert_eq!(again["startsAt"], first["startsAt"]);
+        assert!(again.get("endsAt").is_none());
+
+        shop.set(200);
+        poll("the resolve", || {
+            am.posts
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|p| p[0].get("endsAt").is_some())
+        });
+    });
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mesh_proto::{CheckId, Lifecycle, Observation, Subject, Timestamp};
+use mesh_proto::{AlertEvent, CheckId, Lifecycle, Observation, Subject, Timestamp};
 use rusqlite::Connection;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
@@ -132,6 +132,11 @@ pub(super) enum Query {
     LastPing {
         name: String,
         reply: Reply<Option<Timestamp>>,
+    },
+    LastPayload {
+        incident: String,
+        event: AlertEvent,
+        reply: Reply<Option<String>>,
     },
     Prune {
         older_than: Timestamp,
@@ -258,6 +263,14 @@ impl Query {
             Self::LastPing { name, reply } => {
                 pending(reply, on(conn, |c| queries::last_ping(c, &name)))
             }
+            Self::LastPayload {
+                incident,
+                event,
+                reply,
+            } => pending(
+                reply,
+                on(conn, |c| queries::last_payload(c, &incident, event)),
+            ),
             Self::Prune { older_than, reply } => {
                 pending(reply, on(conn, |c| queries::prune(c, older_than)))
             }

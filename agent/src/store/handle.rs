@@ -297,6 +297,24 @@ impl StoreHandle {
             .await
     }
 
+    /// The latest alert queued for `incident`'s `event`, if the outbox still holds one (a
+    /// payload that no longer decodes counts as none).
+    pub async fn last_alert(
+        &self,
+        incident: &str,
+        event: AlertEvent,
+    ) -> Result<Option<Alert>, StoreError> {
+        let incident = incident.to_owned();
+        let payload = self
+            .request(|reply| Query::LastPayload {
+                incident,
+                event,
+                reply,
+            })
+            .await?;
+        Ok(payload.and_then(|p| serde_json::from_str(&p).ok()))
+    }
+
     /// The latest ping of heartbeat `name`, if it ever got one.
     pub async fn last_ping(&self, name: &str) -> Result<Option<Timestamp>, StoreError> {
         let name = name.to_owned();

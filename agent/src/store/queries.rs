@@ -367,6 +367,24 @@ pub(super) fn last_ping(conn: &Connection, name: &str) -> rusqlite::Result<Optio
         .map(|t| t.map(Timestamp))
 }
 
+/// The payload of the latest outbox row of `incident`'s `event` (`firing` or `resolved`), if
+/// any is left. Read at start-up only, so a scan of the outbox (pruned to 30 days) is fine.
+pub(super) fn last_payload(
+    conn: &Connection,
+    incident: &str,
+    event: AlertEvent,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT payload FROM outbox
+         WHERE json_extract(payload, '$.incident') = ?1 AND json_extract(payload, '$.event') = ?2
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(params![incident, event.as_str()], |row| {
+        row.get::<_, String>(0)
+    })
+    .optional()
+}
+
 /// Deletes observations, delivered outbox rows and notification log entries older than
 /// `older_than`. Undelivered alerts are kept, however old.
 pub(super) fn prune(conn: &Connection, older_than: Timestamp) -> rusqlite::Result<PruneStats> {

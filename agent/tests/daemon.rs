@@ -849,3 +849,102 @@ async fn an_open_incident_is_posted_to_alertmanager_again_after_a_restart() {
         });
     });
 }
+
+fn pom(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pom"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_mesh_and_alert_test_print_what_the_agent_and_channels_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, sink_server) = Sink::start().await;
+    let (shop, shop_server) = Target::start().await;
+    shop.set(503);
+    let config = alerts_section("1s")
+        + WEBHOOK
+        + "[[alerts.channels]]\nname = \"chat\"\ntype = \"slack\"\nwebhook_url_env = \"SLACK_URL\"\n\n"
+        + &target("shop", shop_server.port(), "");
+    let url = hook_url(&sink_server);
+    tokio::task::block_in_place(|| {
+        // The daemon gets every secret; `pom alert test` below runs without SLACK_URL.
+        let config_path = dir.path().join("pom.toml");
+        let agent = Agent::start(
+            dir.path(),
+            &config,
+            &[
+                ("HOOK_URL", url.as_str()),
+                ("SLACK_URL", "http://127.0.0.1:9/x"),
+            ],
+        );
+        poll("shop probed", || {
+            agent.status()["checks"][0]["status"] == "error"
+        });
+
+        let out = pom(
+            &["status", "--api", &agent.api],
+            &[("POM_API_TOKEN", TOKEN)],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "an error check exits 2: {text}");
+        assert!(
+            text.contains("shop/health") && text.contains("error") && text.contains("edge:error"),
+            "{text}"
+        );
+
+        let out = pom(
+            &["status", "--api", &agent.api],
+            &[("POM_API_TOKEN", "wrong")],
+        );
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token"));
+
+        let out = pom(&["mesh", "--api", &agent.api], &[("POM_API_TOKEN", TOKEN)]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains("this agent: edge") && text.contains("quorum of one"),
+            "{text}"
+        );
+
+        let config_arg = config_path.to_str().unwrap();
+        let out = pom(
+            &["alert", "test", "--config", config_arg],
+            &[("HOOK_URL", url.as_str())],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "one channel failed: {text}");
+        assert!(text.contains("delivered"), "{text}");
+        assert!(
+            text.contains("SLACK_URL"),
+            "the failure names the missing variable: {text}"
+        );
+        let test_alerts: Vec<Value> = sink
+            .alerts()
+            .into_iter()
+            .filter(|a| a["check"] == "pom-test/alert")
+            .collect();
+        assert_eq!(test_alerts.len(), 1);
+        assert!(test_alerts[0]["summary"].as_str().unwrap().contains("TEST"));
+
+        let out = pom(
+            &["alert", "test", "--config", config_arg, "--channel", "hook"],
+            &[("HOOK_URL", url.as_str())],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = pom(
+            &["alert", "test", "--config", config_arg, "--channel", "nope"],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(3));
+    });
+}

@@ -93,6 +93,20 @@ impl MonitorConfig {
             + Duration::from_secs(1)
     }
 
+    /// Every target that depends on `target`, directly or through others.
+    fn dependants(&self, target: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut queue = vec![target.to_owned()];
+        while let Some(parent) = queue.pop() {
+            for (child, parents) in &self.depends_on {
+                if parents.contains(&parent) && found.insert(child.clone()) {
+                    queue.push(child.clone());
+                }
+            }
+        }
+        found
+    }
+
     /// One check per target: the first one configured (usually its health check).
     fn canaries(&self) -> BTreeMap<&str, &Arc<CheckSpec>> {
         let mut out = BTreeMap::new();
@@ -155,6 +169,8 @@ pub struct Monitor {
     /// New failures waiting for the canaries, and when they are fed regardless.
     pending: BTreeSet<CheckId>,
     pending_until: Option<Timestamp>,
+    /// Targets whose canary ran in the current settle window.
+    canaries_asked: BTreeSet<String>,
     /// What changed since the last round.
     round: BTreeMap<CheckId, Status>,
     /// Lifecycles as last saved.
@@ -212,6 +228,7 @@ impl Monitor {
             baselines: mpsc::channel(64),
             pending: BTreeSet::new(),
             pending_until: None,
+            canaries_asked: BTreeSet::new(),
             round: BTreeMap::new(),
             saved,
             open_alerts: BTreeMap::new(),
@@ -377,22 +394,40 @@ impl Monitor {
             },
         );
         if status.is_failure() && (!was_failing || self.pending.contains(id)) {
-            self.hold_for_canaries(id, now);
+            self.hold_for_canaries(id, status, now);
         } else {
             self.pending.remove(id);
             self.round.insert(id.clone(), status);
         }
     }
 
-    /// Holds a new failure and asks every other target's canary to run now.
-    fn hold_for_canaries(&mut self, id: &CheckId, now: Timestamp) {
+    /// Holds a new failure until the settle window ends and asks the canaries that can tell
+    /// what it means: for `unreachable` (is it me?), every other target's; for a wrong answer
+    /// (the network works), only those of the targets that depend on this one, so their
+    /// failures fold into its page. A canary runs at most once per window.
+    fn hold_for_canaries(&mut self, id: &CheckId, status: Status, now: Timestamp) {
         self.pending.insert(id.clone());
-        if self.pending_until.is_some() {
-            return; // canaries already asked; this result is fed with the others
+        if self.pending_until.is_none() {
+            self.pending_until = Some(now.add_millis(millis(self.config.settle())));
+            self.canaries_asked.clear();
         }
-        self.pending_until = Some(now.add_millis(millis(self.config.settle())));
-        for (target, canary) in self.config.canaries() {
-            if target != id.target() && self.run_now.try_send(canary.id.clone()).is_err() {
+        let wanted: BTreeSet<String> = if status == Status::Unreachable {
+            self.config
+                .canaries()
+                .keys()
+                .map(|t| (*t).to_owned())
+                .collect()
+        } else {
+            self.config.dependants(id.target())
+        };
+        let canaries = self.config.canaries();
+        for target in wanted {
+            if target == id.target() || !self.canaries_asked.insert(target.clone()) {
+                continue;
+            }
+            if let Some(canary) = canaries.get(target.as_str())
+                && self.run_now.try_send(canary.id.clone()).is_err()
+            {
                 tracing::debug!(check = %canary.id, "scheduler busy; canary skipped");
             }
         }

@@ -296,9 +296,11 @@ impl Monitor {
                 },
                 Some(result) = results.recv() => self.observe(&result),
                 Some(baseline) = self.baselines.1.recv() => {
-                    let entry = self.latency.entry(baseline.check).or_default();
-                    entry.reading = false;
-                    entry.baseline = Some((baseline.median, baseline.samples, baseline.at));
+                    // A check removed by a reload meanwhile has no entry any more.
+                    if let Some(entry) = self.latency.get_mut(&baseline.check) {
+                        entry.reading = false;
+                        entry.baseline = Some((baseline.median, baseline.samples, baseline.at));
+                    }
                 }
                 _ = tick.tick() => self.step().await,
             }
@@ -320,6 +322,10 @@ impl Monitor {
         self.own.retain(|id, _| known.contains(id));
         self.latency.retain(|id, _| known.contains(id));
         self.pending.retain(|id| known.contains(id));
+        self.open_alerts.retain(|subject, _| match subject {
+            Subject::Check(id) => known.contains(id),
+            Subject::MonitoringOffline => true,
+        });
         self.known = known;
         let now = now();
         self.watching_since

@@ -269,17 +269,45 @@ fn alerts_section(cooldown: &str) -> String {
     )
 }
 
+/// The common scene: a webhook sink and two healthy targets, `shop` and `cdn`, with the config
+/// that watches them (the webhook URL, a secret, goes in `HOOK_URL`).
+struct ShopAndCdn {
+    sink: Sink,
+    shop: Target,
+    config: String,
+    url: String,
+    _servers: [TestServer; 3],
+}
+
+impl ShopAndCdn {
+    async fn start(cooldown: &str) -> Self {
+        let (sink, sink_server) = Sink::start().await;
+        let (shop, shop_server) = Target::start().await;
+        let (_cdn, cdn_server) = Target::start().await;
+        let config = alerts_section(cooldown)
+            + WEBHOOK
+            + &target("shop", shop_server.port(), "")
+            + &target("cdn", cdn_server.port(), "");
+        Self {
+            sink,
+            shop,
+            config,
+            url: hook_url(&sink_server),
+            _servers: [sink_server, shop_server, cdn_server],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_firing_per_incident_an_immediate_resolved_and_a_cooldown_on_flapping() {
     let dir = tempfile::tempdir().unwrap();
-    let (sink, sink_server) = Sink::start().await;
-    let (shop, shop_server) = Target::start().await;
-    let (_cdn, cdn_server) = Target::start().await;
-    let config = alerts_section("10s")
-        + WEBHOOK
-        + &target("shop", shop_server.port(), "")
-        + &target("cdn", cdn_server.port(), "");
-    let url = hook_url(&sink_server);
+    let ShopAndCdn {
+        sink,
+        shop,
+        config,
+        url,
+        _servers,
+    } = ShopAndCdn::start("10s").await;
     let agent = tokio::task::block_in_place(|| {
         Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())])
     });
@@ -514,14 +542,13 @@ async fn sustained_latency_above_twice_the_baseline_raises_latency_drift() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_neither_repeats_a_page_nor_loses_an_undelivered_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (sink, sink_server) = Sink::start().await;
-    let (shop, shop_server) = Target::start().await;
-    let (_cdn, cdn_server) = Target::start().await;
-    let config = alerts_section("1s")
-        + WEBHOOK
-        + &target("shop", shop_server.port(), "")
-        + &target("cdn", cdn_server.port(), "");
-    let url = hook_url(&sink_server);
+    let ShopAndCdn {
+        sink,
+        shop,
+        config,
+        url,
+        _servers,
+    } = ShopAndCdn::start("1s").await;
     tokio::task::block_in_place(|| {
         let mut agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
         shop.set(500);
@@ -746,14 +773,13 @@ async fn a_full_disk_is_logged_loudly_and_probes_and_alerts_go_on() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs as root");
         return;
     };
-    let (sink, sink_server) = Sink::start().await;
-    let (shop, shop_server) = Target::start().await;
-    let (_cdn, cdn_server) = Target::start().await;
-    let config = alerts_section("1s")
-        + WEBHOOK
-        + &target("shop", shop_server.port(), "")
-        + &target("cdn", cdn_server.port(), "");
-    let url = hook_url(&sink_server);
+    let ShopAndCdn {
+        sink,
+        shop,
+        config,
+        url,
+        _servers,
+    } = ShopAndCdn::start("1s").await;
     tokio::task::block_in_place(|| {
         let agent = Agent::start(dir.path(), &config, &[("HOOK_URL", url.as_str())]);
         agent.wait_runs(2);

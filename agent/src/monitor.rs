@@ -42,7 +42,7 @@ use crate::scheduler::ProbeResult;
 use crate::store::StoreHandle;
 
 /// How often the monitor feeds the engine what changed.
-pub const ROUND: Duration = Duration::from_millis(200);
+pub const ROUND: Duration = Duration::from_millis(500);
 /// How long a latency baseline is used before it is read again.
 const BASELINE_MAX_AGE_MS: i64 = 3_600_000;
 /// The span of the latency baseline.

@@ -878,3 +878,35 @@ async fn close_flushes_and_a_closed_store_says_so() {
     assert_eq!(stored as u64 + before, 500);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_latest_alert_of_an_incident_is_found_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(
+        store.last_alert("i-1", AlertEvent::Firing).await.unwrap(),
+        None
+    );
+    let first = alert("i-1");
+    let mut reminder = alert("i-1");
+    reminder.repeat = 1;
+    let mut resolved = alert("i-1");
+    resolved.event = AlertEvent::Resolved;
+    for a in [&first, &reminder, &alert("i-2"), &resolved] {
+        store.enqueue("hook", a, Timestamp(1)).await.unwrap();
+    }
+    let store = reopen(store, dir.path()).await;
+    assert_eq!(
+        store.last_alert("i-1", AlertEvent::Firing).await.unwrap(),
+        Some(reminder),
+        "the newest firing of that incident"
+    );
+    assert_eq!(
+        store.last_alert("i-1", AlertEvent::Resolved).await.unwrap(),
+        Some(resolved)
+    );
+    assert_eq!(
+        store.last_alert("i-3", AlertEvent::Firing).await.unwrap(),
+        None
+    );
+}

@@ -74,8 +74,9 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct AlertEngine {
     policy: AlertPolicy,
-    /// target → the targets it depends on, directly.
-    parents: BTreeMap<String, Vec<String>>,
+    /// target → every target it depends on, transitively, nearest first. Computed once: the
+    /// dependency graph only changes with the config, and a new config builds a new engine.
+    ancestry: BTreeMap<String, Vec<String>>,
     lifecycles: BTreeMap<Subject, Lifecycle>,
     /// The latest confirmed status of each check, and when it was fed.
     statuses: BTreeMap<CheckId, (Status, Timestamp)>,
@@ -87,9 +88,15 @@ impl AlertEngine {
         policy: AlertPolicy,
         depends_on: impl IntoIterator<Item = (String, Vec<String>)>,
     ) -> Self {
+        let parents: BTreeMap<String, Vec<String>> = depends_on.into_iter().collect();
+        let ancestry = parents
+            .keys()
+            .map(|target| (target.clone(), walk_ancestors(&parents, target)))
+            .filter(|(_, ancestors)| !ancestors.is_empty())
+            .collect();
         Self {
             policy,
-            parents: depends_on.into_iter().collect(),
+            ancestry,
             lifecycles: BTreeMap::new(),
             statuses: BTreeMap::new(),
         }
@@ -171,28 +178,31 @@ impl AlertEngine {
             });
         }
 
-        // Parents before dependants, so a parent's firing lists what it folds.
-        let mut order: Vec<(CheckId, Status, Option<String>)> = self
+        // Parents before dependants, so a parent's firing lists what it folds. The statuses are
+        // in id order already, and the sort is stable: (depth, id) order.
+        let ancestry = &self.ancestry;
+        let ancestors = |target: &str| ancestry.get(target).map_or(&[][..], Vec::as_slice);
+        let mut order: Vec<(&CheckId, Status, Option<&str>)> = self
             .statuses
             .iter()
             .map(|(id, (status, _))| {
-                let folding_parent = self
-                    .ancestors(id.target())
-                    .into_iter()
-                    .find(|p| down_targets.contains(p.as_str()));
-                (id.clone(), *status, folding_parent)
+                let folding_parent = ancestors(id.target())
+                    .iter()
+                    .find(|p| down_targets.contains(p.as_str()))
+                    .map(String::as_str);
+                (id, *status, folding_parent)
             })
             .collect();
-        order.sort_by_cached_key(|(id, _, _)| (self.depth(id.target()), id.clone()));
+        order.sort_by_key(|(id, _, _)| ancestors(id.target()).len());
         let mut pages = Vec::new();
-        let mut folded_under: BTreeMap<String, Vec<CheckId>> = BTreeMap::new();
+        let mut folded_under: BTreeMap<&str, Vec<CheckId>> = BTreeMap::new();
         for (id, status, folding_parent) in order {
             let alerting = status != Status::Operational;
             let lifecycle = self
                 .lifecycles
                 .entry(Subject::Check(id.clone()))
                 .or_default();
-            let offline_folds = offline.binary_search(&id).is_ok();
+            let offline_folds = offline.binary_search(id).is_ok();
             if alerting && (offline_folds || folding_parent.is_some()) {
                 if let Some(parent) = folding_parent {
                     folded_under.entry(parent).or_default().push(id.clone());
@@ -201,7 +211,7 @@ impl AlertEngine {
                 continue;
             }
             if let Some(page) = lifecycle.update(alerting, now, &policy) {
-                pages.push((id, page));
+                pages.push((id.clone(), page));
             }
         }
         for (id, page) in pages {
@@ -249,28 +259,30 @@ impl AlertEngine {
             .collect()
     }
 
-    /// Every target `target` depends on, transitively, nearest first. Cycles (refused by config
-    /// validation) end the walk instead of looping.
-    fn ancestors(&self, target: &str) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        let mut queue: Vec<String> = self.parents.get(target).cloned().unwrap_or_default();
-        let mut out = Vec::new();
-        while !queue.is_empty() {
-            let next = queue.remove(0);
-            if next == target || !seen.insert(next.clone()) {
-                continue;
-            }
-            if let Some(more) = self.parents.get(&next) {
-                queue.extend(more.iter().cloned());
-            }
-            out.push(next);
-        }
-        out
+    /// Every target `target` depends on, transitively, nearest first.
+    #[cfg(test)]
+    fn ancestors(&self, target: &str) -> &[String] {
+        self.ancestry.get(target).map_or(&[], Vec::as_slice)
     }
+}
 
-    fn depth(&self, target: &str) -> usize {
-        self.ancestors(target).len()
+/// Every target `target` depends on in `parents`, transitively, nearest first. Cycles (refused
+/// by config validation) end the walk instead of looping.
+fn walk_ancestors(parents: &BTreeMap<String, Vec<String>>, target: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut queue: std::collections::VecDeque<&String> =
+        parents.get(target).into_iter().flatten().collect();
+    let mut out = Vec::new();
+    while let Some(next) = queue.pop_front() {
+        if next == target || !seen.insert(next) {
+            continue;
+        }
+        if let Some(more) = parents.get(next) {
+            queue.extend(more);
+        }
+        out.push(next.clone());
     }
+    out
 }
 
 #[cfg(test)]

@@ -450,6 +450,9 @@ impl Actor {
                     next = self.rx.try_recv().ok();
                 }
             }
+            if control.is_none() {
+                control = self.linger(&mut batch);
+            }
             self.round(batch);
             match control {
                 None => {}
@@ -471,6 +474,40 @@ impl Actor {
         for closer in closers {
             let _ = closer.send(());
         }
+    }
+
+    /// While `batch` holds only observations, waits up to `linger` for more, so that a steady
+    /// trickle of probe results (a hundred a second with 1,000 checks at 10 s) commits a few
+    /// times a second instead of once per result. Nobody waits for an observation, so the delay
+    /// costs nothing; a request ends the wait at once, as does a full batch. Returns a control
+    /// command that arrived meanwhile.
+    fn linger(&mut self, batch: &mut Vec<Work>) -> Option<Control> {
+        let linger = self.options.linger;
+        if linger.is_zero() || batch.iter().any(|w| matches!(w, Work::Query(_))) {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + linger;
+        let limit = self.options.batch_size.max(1);
+        while batch.len() < limit {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let rx = &mut self.rx;
+            let wait = async move { tokio::time::timeout(left, rx.recv()).await };
+            match self.runtime.block_on(wait) {
+                Ok(Some(Command::Work(work))) => {
+                    let request = matches!(work, Work::Query(_));
+                    batch.push(work);
+                    if request {
+                        break;
+                    }
+                }
+                Ok(Some(Command::Control(control))) => return Some(control),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        None
     }
 
     /// The next command; while observations wait for a retry, retries them every

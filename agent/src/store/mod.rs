@@ -92,6 +92,9 @@ pub struct StoreOptions {
     pub max_retained: usize,
     /// Wait between two write attempts while writes fail and nothing new arrives.
     pub retry_interval: Duration,
+    /// How long a batch of observations waits for more before it is written (zero: never).
+    /// Requests never wait.
+    pub linger: Duration,
     /// How long [`StoreHandle::close`] waits for the thread to flush and stop.
     pub close_timeout: Duration,
 }
@@ -103,6 +106,7 @@ impl Default for StoreOptions {
             batch_size: 512,
             max_retained: 50_000,
             retry_interval: Duration::from_secs(1),
+            linger: Duration::from_millis(250),
             close_timeout: Duration::from_secs(5),
         }
     }

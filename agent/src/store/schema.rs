@@ -77,6 +77,9 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// The most bytes a checkpointed WAL file keeps (`PRAGMA journal_size_limit`).
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// The schema version this agent writes (the number of migrations).
 // The list is a handful of entries; the cast cannot wrap.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -170,6 +173,10 @@ fn prepare(path: &Path) -> Result<Connection, Failure> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(fail)?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(fail)?;
+    // A WAL that grew (a long VACUUM by someone else, a burst of writes) is cut back to this
+    // after each checkpoint instead of keeping its largest size on disk for good.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(fail)?;
     // Migrate before switching to WAL: a migration that fails on a foreign file rolls back and
     // leaves that file exactly as it was for whoever inspects it after it is moved aside.

@@ -162,7 +162,7 @@ pub fn main(cli: Cli) -> ExitCode {
     // The one TLS provider for the whole process: ring (CRATES.md: never aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
-        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(args))),
+        Command::Run(args) => daemon_runtime().and_then(|rt| rt.block_on(run::run(args))),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(remote::status(args))),
         Command::Mesh(args) => runtime().and_then(|rt| rt.block_on(remote::mesh(args))),
         Command::Heartbeat { name, api } => {
@@ -188,6 +188,18 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The daemon's runtime: one worker thread. Its work is a trickle of short I/O-bound probes
+/// (1,000 checks at 10 s are 100 a second, each well under a millisecond of CPU), and with a
+/// second worker most of its CPU went into waking and parking threads for each other
+/// (docs/benchmarks.md). The database has its own thread and never runs here.
+fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pom-worker")
         .enable_all()
         .build()?)
 }

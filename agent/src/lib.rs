@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod monitor;
+pub mod pki;
 pub mod plan;
 pub mod probe;
 pub mod runner;

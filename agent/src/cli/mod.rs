@@ -8,6 +8,7 @@ mod check;
 mod config_check;
 mod demo;
 mod output;
+mod pki;
 mod remote;
 mod run;
 
@@ -56,6 +57,18 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The mesh's certificate authority.
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Mesh certificates for agents.
+    Cert {
+        /// What to do.
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Work with alert channels.
     Alert {
         /// What to do.
@@ -72,6 +85,46 @@ pub enum Command {
     },
     /// Start local demo services (healthy and broken) and check them; no setup, no network.
     Demo(DemoArgs),
+}
+
+/// `pom ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the mesh CA: DIR/ca.crt and DIR/ca.key (0600). Keep ca.key off the agents.
+    Init {
+        /// Where to write it.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// How long the CA is valid.
+        #[arg(long, default_value_t = crate::pki::DEFAULT_CA_DAYS, value_name = "N")]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `pom cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue an agent's certificate: OUT/ca.crt, OUT/node.crt and OUT/node.key (0600), the
+    /// layout of /etc/pom/mesh/. NAME must equal the agent's `[agent] name`.
+    Issue {
+        /// The agent's name.
+        name: String,
+        /// The CA's directory (from `pom ca init`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Where to write the agent's files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = crate::pki::DEFAULT_NODE_DAYS, value_name = "N")]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `pom alert ...`.
@@ -168,6 +221,19 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Heartbeat { name, api } => {
             runtime().and_then(|rt| rt.block_on(remote::heartbeat(api, &name)))
         }
+        Command::Ca {
+            command: CaCommand::Init { dir, days, force },
+        } => pki::init(&dir, days, force),
+        Command::Cert {
+            command:
+                CertCommand::Issue {
+                    name,
+                    ca_dir,
+                    out,
+                    days,
+                    force,
+                },
+        } => pki::issue(&name, &ca_dir, &out, days, force),
         Command::Alert {
             command: AlertCommand::Test(args),
         } => runtime().and_then(|rt| rt.block_on(alert_test::run(args))),

@@ -12,19 +12,30 @@
 
 mod alert;
 mod check;
+pub mod codec;
 pub mod drift;
 mod engine;
 mod lifecycle;
+pub mod notify_log;
 mod observation;
 pub mod push;
+pub mod quorum;
 mod status;
 mod verdict;
+pub mod wire;
 
 pub use alert::{AlertEvent, AlertKind};
 pub use check::{CheckId, CheckIdError, CheckKind, validate_target_name};
+pub use codec::{CodecError, FrameDecoder, MAX_FRAME_SIZE};
 pub use drift::{Drift, DriftPolicy};
 pub use engine::{AlertEngine, Decision, Subject};
 pub use lifecycle::{AlertPolicy, Lifecycle, OpenIncident, Page};
+pub use notify_log::{Merged, NotificationKey, NotificationLog};
 pub use observation::{Observation, Timestamp};
+pub use quorum::{Conclusion, LivenessPolicy, PeerState, QuorumPolicy, Vote};
 pub use status::{Status, UnknownStatus};
 pub use verdict::Verdict;
+pub use wire::{
+    Bye, ConfigHash, Frame, FrameV1, Heartbeat, Hello, LogEntry, LogState, PROTOCOL_VERSION,
+    ProbeNow, WireError,
+};

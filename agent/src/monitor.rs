@@ -93,9 +93,11 @@ impl MonitorConfig {
             + Duration::from_secs(1)
     }
 
-    /// Every target that depends on `target`, directly or through others.
-    fn dependants(&self, target: &str) -> BTreeSet<String> {
+    /// Every target related to `target` by `depends_on`, either way, directly or through
+    /// others: the targets it depends on and the targets that depend on it.
+    fn relatives(&self, target: &str) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
+        // Dependants: walk down.
         let mut queue = vec![target.to_owned()];
         while let Some(parent) = queue.pop() {
             for (child, parents) in &self.depends_on {
@@ -104,6 +106,20 @@ impl MonitorConfig {
                 }
             }
         }
+        // Ancestors: walk up.
+        let mut queue = vec![target.to_owned()];
+        while let Some(child) = queue.pop() {
+            for (name, parents) in &self.depends_on {
+                if *name == child {
+                    for parent in parents {
+                        if found.insert(parent.clone()) {
+                            queue.push(parent.clone());
+                        }
+                    }
+                }
+            }
+        }
+        found.remove(target);
         found
     }
 
@@ -409,8 +425,9 @@ impl Monitor {
 
     /// Holds a new failure until the settle window ends and asks the canaries that can tell
     /// what it means: for `unreachable` (is it me?), every other target's; for a wrong answer
-    /// (the network works), only those of the targets that depend on this one, so their
-    /// failures fold into its page. A canary runs at most once per window.
+    /// (the network works), only those of the targets related by `depends_on`: a failing parent
+    /// lists its failing dependants, and a failing dependant learns whether its parent is down
+    /// (and is folded) instead of paging first. A canary runs at most once per window.
     fn hold_for_canaries(&mut self, id: &CheckId, status: Status, now: Timestamp) {
         self.pending.insert(id.clone());
         if self.pending_until.is_none() {
@@ -424,7 +441,7 @@ impl Monitor {
                 .map(|t| (*t).to_owned())
                 .collect()
         } else {
-            self.config.dependants(id.target())
+            self.config.relatives(id.target())
         };
         let canaries = self.config.canaries();
         for target in wanted {

@@ -216,8 +216,9 @@ impl Outbox {
             };
             match result {
                 Ok(()) => {
-                    self.counters.alert_sent(&delivery.channel);
                     self.store.mark_delivered(delivery.id, now).await?;
+                    // Counted once recorded: a delivery in the counter is never sent again.
+                    self.counters.alert_sent(&delivery.channel);
                     tracing::info!(channel = %delivery.channel, check = %delivery.alert.check,
                         event = %delivery.alert.event, attempts = failures, "alert delivered");
                     round.delivered += 1;

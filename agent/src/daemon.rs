@@ -26,6 +26,7 @@ use crate::alert::channel::{Channel, ChannelError};
 use crate::alert::outbox::{Backoff, Outbox};
 use crate::api::{self, AgentInfo, ApiState, Token};
 use crate::board::Board;
+use crate::clock::millis;
 use crate::config::{self, Config, ConfigError};
 use crate::monitor::{self, Command, Monitor, MonitorConfig};
 use crate::plan::{self, PlanError};
@@ -419,8 +420,4 @@ async fn prune(store: StoreHandle, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "pruning failed; retrying tomorrow"),
         }
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -24,19 +24,20 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mesh_proto::{
     AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
     DriftPolicy, Lifecycle, Observation, Page, Status, Subject, Timestamp, drift, push,
 };
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
 use crate::alert::outbox::Outbox;
 use crate::alert::payload::PAYLOAD_VERSION;
 use crate::board::Board;
+use crate::clock::millis;
+pub use crate::clock::{now, to_datetime};
 use crate::plan::CheckSpec;
 use crate::scheduler::ProbeResult;
 use crate::store::StoreHandle;
@@ -769,24 +770,6 @@ fn incident_id(subject: &Subject, since: Timestamp) -> String {
 /// Resolves once `shutdown` turns true (or its sender is gone), holding no borrow of it.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// The wall clock, as the mesh's [`Timestamp`].
-pub fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Timestamp(ms)
-}
-
-/// A timestamp as a UTC date-time (the epoch if out of range).
-pub fn to_datetime(t: Timestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// `now - then`, for humans, to the second.

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use super::Alert;
 use super::channel::Channel;
 use crate::board::Counters;
+use crate::clock::millis;
 use crate::store::{StoreError, StoreHandle};
 
 /// How many times an alert that could not be stored is tried directly, in memory.
@@ -265,10 +266,6 @@ impl Outbox {
             }
         }
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

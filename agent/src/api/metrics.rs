@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use mesh_proto::Status;
 
 use super::ApiState;
+use crate::board::CheckState;
 
 pub(super) async fn render(State(state): State<ApiState>) -> impl IntoResponse {
     let body = text(&state);
@@ -28,7 +29,7 @@ pub(super) async fn render(State(state): State<ApiState>) -> impl IntoResponse {
 fn text(state: &ApiState) -> String {
     let checks = state.board.checks(crate::monitor::now());
     let mut out = String::with_capacity(256 + checks.len() * 512);
-    let labels = |c: &crate::board::CheckState| {
+    let labels = |c: &CheckState| {
         format!(
             "check=\"{}\",target=\"{}\",kind=\"{}\"",
             escape(&c.id.to_string()),
@@ -37,31 +38,36 @@ fn text(state: &ApiState) -> String {
         )
     };
 
-    family(
-        &mut out,
+    let mut per_check = |name: &str, help: &str, value: &dyn Fn(&CheckState) -> Option<String>| {
+        family(&mut out, name, "gauge", help);
+        for c in &checks {
+            if let Some(v) = value(c) {
+                let _ = writeln!(out, "{name}{{{}}} {v}", labels(c));
+            }
+        }
+    };
+    per_check(
         "pom_probe_success",
-        "gauge",
         "1 if the latest probe answered as expected (operational or degraded), 0 if not.",
+        &|c| c.status.map(|s| u8::from(!s.is_failure()).to_string()),
     );
-    for c in &checks {
-        if let Some(s) = c.status {
-            let ok = u8::from(!s.is_failure());
-            let _ = writeln!(out, "pom_probe_success{{{}}} {ok}", labels(c));
-        }
-    }
-    family(
-        &mut out,
+    per_check(
         "pom_probe_duration_seconds",
-        "gauge",
         "How long the latest probe took.",
+        // Milliseconds, well inside f64's range.
+        #[allow(clippy::cast_precision_loss)]
+        &|c| c.latency_ms.map(|ms| (ms as f64 / 1000.0).to_string()),
     );
-    for c in &checks {
-        if let Some(ms) = c.latency_ms {
-            #[allow(clippy::cast_precision_loss)] // milliseconds well inside f64's range
-            let secs = ms as f64 / 1000.0;
-            let _ = writeln!(out, "pom_probe_duration_seconds{{{}}} {secs}", labels(c));
-        }
-    }
+    per_check(
+        "pom_cert_expiry_timestamp_seconds",
+        "When the leaf certificate a TLS check saw expires (Unix time).",
+        &|c| c.cert_expiry.map(|t| t.to_string()),
+    );
+    per_check(
+        "pom_domain_expiry_timestamp_seconds",
+        "When the domain registration a WHOIS check saw expires (Unix time).",
+        &|c| c.domain_expiry.map(|t| t.to_string()),
+    );
     family(
         &mut out,
         "pom_check_status",
@@ -78,36 +84,6 @@ fn text(state: &ApiState) -> String {
                     u8::from(s == current)
                 );
             }
-        }
-    }
-    family(
-        &mut out,
-        "pom_cert_expiry_timestamp_seconds",
-        "gauge",
-        "When the leaf certificate a TLS check saw expires (Unix time).",
-    );
-    for c in &checks {
-        if let Some(t) = c.cert_expiry {
-            let _ = writeln!(
-                out,
-                "pom_cert_expiry_timestamp_seconds{{{}}} {t}",
-                labels(c)
-            );
-        }
-    }
-    family(
-        &mut out,
-        "pom_domain_expiry_timestamp_seconds",
-        "gauge",
-        "When the domain registration a WHOIS check saw expires (Unix time).",
-    );
-    for c in &checks {
-        if let Some(t) = c.domain_expiry {
-            let _ = writeln!(
-                out,
-                "pom_domain_expiry_timestamp_seconds{{{}}} {t}",
-                labels(c)
-            );
         }
     }
     family(

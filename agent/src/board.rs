@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use mesh_proto::{CheckId, Status, Timestamp, Verdict};
+use mesh_proto::{CheckId, QuorumPolicy, Status, Timestamp, Verdict};
+
+use crate::mesh::PeerInfo;
 use serde::Serialize;
 
 /// The state of one check, as `/api/status` shows it.
@@ -45,6 +47,9 @@ pub struct CheckState {
     /// heartbeats, judged every round).
     #[serde(skip)]
     pub fresh_for_ms: Option<i64>,
+    /// In a mesh, the verdict from every agent's votes, as of the monitor's latest round.
+    #[serde(skip)]
+    pub mesh_verdict: Option<Verdict>,
 }
 
 impl CheckState {
@@ -63,8 +68,20 @@ impl CheckState {
             cert_expiry: None,
             domain_expiry: None,
             fresh_for_ms,
+            mesh_verdict: None,
         }
     }
+}
+
+/// The mesh as `/api/mesh` shows it, as of the monitor's latest round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshView {
+    /// The quorum policy.
+    pub quorum: QuorumPolicy,
+    /// How many agents vote now (live, non-isolated, this one included).
+    pub voters: usize,
+    /// Every peer.
+    pub peers: Vec<PeerInfo>,
 }
 
 /// Counters, exported as metrics.
@@ -147,6 +164,8 @@ pub struct Board {
     pings: Mutex<BTreeMap<String, Timestamp>>,
     /// Whether this agent sees every target unreachable (its `monitoring_offline` is open).
     isolated: AtomicBool,
+    /// The mesh, when there is one.
+    mesh: RwLock<Option<MeshView>>,
     /// Counters for metrics.
     pub counters: Arc<Counters>,
 }
@@ -199,10 +218,27 @@ impl Board {
                     (Some(at), Some(window)) => now.millis_since(at) < window,
                     _ => true,
                 };
-                c.verdict = Verdict::alone(c.status, fresh, isolated);
+                c.verdict = match c.mesh_verdict {
+                    Some(_) if isolated => Verdict::Unknown,
+                    Some(v) => v,
+                    None => Verdict::alone(c.status, fresh, isolated),
+                };
                 c
             })
             .collect()
+    }
+
+    /// Replaces the mesh view.
+    pub fn set_mesh(&self, view: MeshView) {
+        *self.mesh.write().unwrap_or_else(PoisonError::into_inner) = Some(view);
+    }
+
+    /// The mesh view (`None` without a mesh).
+    pub fn mesh(&self) -> Option<MeshView> {
+        self.mesh
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records a push-heartbeat ping (never moving a heartbeat's time backwards).

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use mesh_proto::{AlertPolicy, CheckId, CheckKind, DriftPolicy};
+use mesh_proto::quorum::{LivenessPolicy, QuorumPolicy};
+use mesh_proto::{AlertPolicy, CheckId, CheckKind, ConfigHash, DriftPolicy};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -28,6 +29,8 @@ use crate::api::{self, AgentInfo, ApiState, Token};
 use crate::board::Board;
 use crate::clock::millis;
 use crate::config::{self, Config, ConfigError};
+use crate::mesh::tls::MeshTls;
+use crate::mesh::{MeshSetup, Node};
 use crate::monitor::{self, Command, Monitor, MonitorConfig};
 use crate::plan::{self, PlanError};
 use crate::probe::{self, ProbeContext};
@@ -59,6 +62,12 @@ pub enum DaemonError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The mesh certificates are unusable.
+    #[error(transparent)]
+    MeshTls(#[from] crate::mesh::tls::TlsError),
+    /// The mesh transport cannot start.
+    #[error(transparent)]
+    MeshTransport(#[from] crate::mesh::transport::TransportError),
     /// The API could not listen.
     #[error("cannot listen on {addr} for the API: {source}")]
     Listen {
@@ -118,6 +127,35 @@ fn build(path: &Path, env: &Env) -> Result<Built, DaemonError> {
         channels,
         monitor,
     })
+}
+
+/// The mesh part of a config, with its certificates loaded (and their name checked).
+fn mesh_setup(config: &Config, instance_id: &str) -> Result<Option<MeshSetup>, DaemonError> {
+    let Some(mesh) = &config.mesh else {
+        return Ok(None);
+    };
+    let me = config.agent.name.clone();
+    let tls = MeshTls::load(&mesh.ca_cert, &mesh.cert, &mesh.key, &me)?;
+    Ok(Some(MeshSetup {
+        listen: mesh.listen,
+        tls,
+        peers: mesh
+            .peers_except(&me)
+            .map(|p| (p.name.clone(), p.addr.clone()))
+            .collect(),
+        liveness: LivenessPolicy {
+            heartbeat_interval_ms: millis(mesh.heartbeat_interval),
+            missed_heartbeats: mesh.missed_heartbeats,
+        },
+        quorum: match mesh.quorum {
+            config::Quorum::Majority => QuorumPolicy::Majority,
+            config::Quorum::All => QuorumPolicy::All,
+            config::Quorum::Count(n) => QuorumPolicy::Count(n),
+        },
+        config_hash: ConfigHash(config.shared_hash),
+        instance_id: instance_id.to_owned(),
+        me,
+    }))
 }
 
 /// The tasks that are replaced on reload.
@@ -210,6 +248,7 @@ pub struct Daemon {
     token: Arc<Token>,
     heartbeats: Arc<RwLock<BTreeSet<String>>>,
     api_addr: SocketAddr,
+    instance_id: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -236,11 +275,14 @@ impl Daemon {
             tracing::error!(moved_to = %moved.display(),
                 "the database was unreadable and has been moved aside; started with a fresh one");
         }
-        if built.config.mesh.is_some() {
-            tracing::warn!(
-                "[mesh] is configured, but this agent runs alone (a quorum of one) until the mesh transport lands"
-            );
-        }
+        let mesh = match mesh_setup(&built.config, instance_id.as_ref())? {
+            Some(setup) => {
+                let node = Node::start(setup, built.monitor.vote_checks(), monitor::now())?;
+                tracing::info!(listen = ?node.local_addr(), "mesh listening (QUIC, mutual TLS)");
+                Some(node)
+            }
+            None => None,
+        };
         let board = Arc::new(Board::default());
         let shared = Shared {
             store: store.clone(),
@@ -261,6 +303,7 @@ impl Daemon {
             outbox,
             board.clone(),
             run_now,
+            mesh,
         )
         .await;
         let mut tasks = vec![tokio::spawn(monitor.run(
@@ -321,6 +364,7 @@ impl Daemon {
             token,
             heartbeats,
             api_addr,
+            instance_id: instance_id.to_string(),
             stop,
             tasks,
         })
@@ -347,6 +391,7 @@ impl Daemon {
     /// Reads the config file again and applies it. On error nothing changes.
     pub async fn reload(&mut self) -> Result<(), DaemonError> {
         let mut built = build(&self.path, &self.env)?;
+        let mesh = mesh_setup(&built.config, &self.instance_id)?;
         if Identity::of(&built.config) != self.identity {
             tracing::warn!(
                 "[agent] name, data_dir and api_listen changes take effect only after a restart"
@@ -365,6 +410,7 @@ impl Daemon {
                 Box::new(monitor_config),
                 outbox,
                 run_now,
+                mesh.map(Box::new),
             ))
             .await;
         self.token

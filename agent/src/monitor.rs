@@ -28,16 +28,21 @@ use std::time::Duration;
 
 use mesh_proto::{
     AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
-    DriftPolicy, Lifecycle, Observation, Page, Status, Subject, Timestamp, drift, push,
+    DriftPolicy, Lifecycle, Observation, Page, PeerState, Status, Subject, Timestamp, drift,
+    incident_id, push,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
+use crate::alert::outbox::DeliveryIds;
 use crate::alert::outbox::Outbox;
 use crate::alert::payload::PAYLOAD_VERSION;
-use crate::board::Board;
+use crate::board::{Board, MeshView};
 use crate::clock::millis;
 pub use crate::clock::{now, to_datetime};
+use crate::mesh::node::{Effect, MAX_CLOCK_SKEW_MS};
+use crate::mesh::transport::Event;
+use crate::mesh::{MeshSetup, Node};
 use crate::plan::CheckSpec;
 use crate::scheduler::ProbeResult;
 use crate::store::StoreHandle;
@@ -46,6 +51,8 @@ use crate::store::StoreHandle;
 pub const ROUND: Duration = Duration::from_millis(500);
 /// How long a latency baseline is used before it is read again.
 const BASELINE_MAX_AGE_MS: i64 = 3_600_000;
+/// A mesh certificate this close to expiry raises `mesh_cert_expiry`.
+const CERT_WARN_MS: i64 = 14 * 86_400_000;
 /// The span of the latency baseline.
 const BASELINE_SPAN_MS: i64 = 7 * 86_400_000;
 
@@ -72,6 +79,13 @@ impl MonitorConfig {
     /// Every check id: probes, then push heartbeats.
     pub fn check_ids(&self) -> impl Iterator<Item = CheckId> + '_ {
         self.board_checks().map(|(id, _)| id)
+    }
+
+    /// The checks the mesh votes on (probes, not push heartbeats), with their freshness.
+    pub fn vote_checks(&self) -> Vec<(CheckId, i64)> {
+        self.board_checks()
+            .filter_map(|(id, fresh)| Some((id, fresh?)))
+            .collect()
     }
 
     /// Every check the board shows, with how long its observation stays fresh: 2 × interval +
@@ -137,14 +151,22 @@ impl MonitorConfig {
 /// Messages to the monitor.
 #[derive(Debug)]
 pub enum Command {
-    /// A reloaded config, with the outbox and scheduler of the new generation.
-    Reconfigure(Box<MonitorConfig>, Outbox, mpsc::Sender<CheckId>),
+    /// A reloaded config, with the outbox and scheduler of the new generation, and the mesh
+    /// setup (certificates re-read).
+    Reconfigure(
+        Box<MonitorConfig>,
+        Outbox,
+        mpsc::Sender<CheckId>,
+        Option<Box<MeshSetup>>,
+    ),
 }
 
 /// This agent's latest view of one check.
 #[derive(Debug, Clone)]
 struct Own {
     status: Status,
+    /// When it was observed.
+    at: Timestamp,
     detail: String,
     /// Set while a health check drifts.
     drift: Option<Drift>,
@@ -197,6 +219,12 @@ pub struct Monitor {
     refresh_every: Option<Duration>,
     /// When each push heartbeat started being watched (start-up, or the reload that added it).
     watching_since: BTreeMap<CheckId, Timestamp>,
+    /// The mesh, when configured: verdicts then come from the votes of every agent.
+    mesh: Option<Node>,
+    /// Since when this agent is isolated (mesh only).
+    isolated_since: Option<Timestamp>,
+    /// Deliveries reported by the outbox (mesh only: they turn claims into `sent`).
+    deliveries: (mpsc::Sender<DeliveryIds>, mpsc::Receiver<DeliveryIds>),
 }
 
 impl Monitor {
@@ -207,9 +235,10 @@ impl Monitor {
         outbox: Outbox,
         board: Arc<Board>,
         run_now: mpsc::Sender<CheckId>,
+        mesh: Option<Node>,
     ) -> Self {
         let now = now();
-        let mut engine = AlertEngine::new(config.policy, config.depends_on.clone());
+        let mut engine = new_engine(&config, mesh.is_some());
         let mut saved = BTreeMap::new();
         match store.load_lifecycles().await {
             Ok(lifecycles) => {
@@ -234,7 +263,17 @@ impl Monitor {
         }
         board.set_checks(config.board_checks());
         let refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
+        let deliveries = mpsc::channel(1024);
+        let outbox = if mesh.is_some() {
+            outbox.with_reports(deliveries.0.clone())
+        } else {
+            outbox
+        };
         let mut monitor = Self {
+            mesh,
+            isolated_since: None,
+            deliveries,
+
             engine,
             store,
             outbox,
@@ -299,19 +338,37 @@ impl Monitor {
     ) {
         let mut tick = tokio::time::interval(ROUND);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => break,
                 Some(command) = commands.recv() => match command {
-                    Command::Reconfigure(config, outbox, run_now) => {
+                    Command::Reconfigure(config, outbox, run_now, mesh) => {
                         self.refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
-                        self.outbox = outbox;
+                        self.outbox = if self.mesh.is_some() {
+                            outbox.with_reports(self.deliveries.0.clone())
+                        } else {
+                            outbox
+                        };
                         self.run_now = run_now;
-                        self.reconfigure(*config);
+                        self.reconfigure(*config, mesh.map(|m| *m));
+                        heartbeat = tokio::time::interval(self.heartbeat_interval());
                     }
                 },
                 Some(result) = results.recv() => self.observe(&result),
+                Some(event) = next_event(&mut self.mesh) => self.mesh_event(event),
+                Some(ids) = self.deliveries.1.recv() => {
+                    if let Some(node) = &mut self.mesh {
+                        node.delivered(&ids, now());
+                    }
+                }
+                _ = heartbeat.tick(), if self.mesh.is_some() => {
+                    if let Some(node) = &mut self.mesh {
+                        node.heartbeat(now());
+                    }
+                }
                 Some(baseline) = self.baselines.1.recv() => {
                     // A check removed by a reload meanwhile has no entry any more.
                     if let Some(entry) = self.latency.get_mut(&baseline.check) {
@@ -324,11 +381,34 @@ impl Monitor {
         }
         // Whatever changed last still gets its lifecycle saved.
         self.save_lifecycles(now()).await;
+        if let Some(node) = &self.mesh {
+            node.shutdown().await;
+        }
     }
 
-    fn reconfigure(&mut self, config: MonitorConfig) {
+    /// How often heartbeats go out (an hour without a mesh: the timer is then unused).
+    fn heartbeat_interval(&self) -> Duration {
+        self.mesh.as_ref().map_or(Duration::from_secs(3600), |n| {
+            Duration::from_millis(
+                u64::try_from(n.state().settings().liveness.heartbeat_interval_ms)
+                    .unwrap_or(60_000)
+                    .max(1),
+            )
+        })
+    }
+
+    fn reconfigure(&mut self, config: MonitorConfig, mesh: Option<MeshSetup>) {
+        match (&mut self.mesh, mesh) {
+            (Some(node), Some(setup)) => {
+                if let Err(e) = node.reconfigure(setup, config.vote_checks(), now()) {
+                    tracing::error!(error = %e, "mesh reload failed; the mesh keeps its old settings");
+                }
+            }
+            (None, None) => {}
+            _ => tracing::warn!("adding or removing [mesh] takes effect at the next restart"),
+        }
         self.engine = {
-            let mut engine = AlertEngine::new(config.policy, config.depends_on.clone());
+            let mut engine = new_engine(&config, self.mesh.is_some());
             for (subject, lifecycle) in self.engine.lifecycles() {
                 engine.restore(subject.clone(), *lifecycle);
             }
@@ -341,7 +421,7 @@ impl Monitor {
         self.pending.retain(|id| known.contains(id));
         self.open_alerts.retain(|subject, _| match subject {
             Subject::Check(id) => known.contains(id),
-            Subject::MonitoringOffline => true,
+            Subject::MonitoringOffline | Subject::Agent { .. } => true,
         });
         self.known = known;
         let now = now();
@@ -407,15 +487,28 @@ impl Monitor {
                 state.domain_expiry = Some(t.unix_timestamp());
             }
         });
-        let was_failing = self.own.get(id).is_some_and(|o| o.status.is_failure());
+        let previous = self.own.get(id).map(|o| o.status);
+        let was_failing = previous.is_some_and(Status::is_failure);
         self.own.insert(
             id.clone(),
             Own {
                 status,
-                detail,
+                at: now,
+                detail: detail.clone(),
                 drift: drifting,
             },
         );
+        if let Some(node) = &mut self.mesh {
+            let observation = Observation {
+                check: id.clone(),
+                status,
+                latency_ms: Some(latency_ms),
+                detail,
+                at: now,
+            };
+            node.own_observation(observation, previous != Some(status), now);
+            return;
+        }
         if status.is_failure() && (!was_failing || self.pending.contains(id)) {
             self.hold_for_canaries(id, status, now);
         } else {
@@ -521,6 +614,10 @@ impl Monitor {
             .monitor_alive_ms
             .store(now.as_millis(), Ordering::Relaxed);
         self.heartbeats(now);
+        if self.mesh.is_some() {
+            self.mesh_step(now).await;
+            return;
+        }
         if self.pending_until.is_some_and(|until| now >= until) {
             self.pending_until = None;
             for id in std::mem::take(&mut self.pending) {
@@ -589,6 +686,7 @@ impl Monitor {
                 id.clone(),
                 Own {
                     status,
+                    at: now,
                     detail,
                     drift: None,
                 },
@@ -599,44 +697,212 @@ impl Monitor {
 
     /// Carries out one decision: the page, its log entry and lifecycle, in one transaction.
     async fn page(&mut self, decision: &Decision, now: Timestamp) {
-        let alert = self.alert(decision, now);
-        let lifecycle = self.engine.lifecycle(&decision.subject).copied();
+        let alert = self.alert(decision, None, now);
+        self.deliver(&decision.subject, alert, now).await;
+    }
+
+    /// Queues `alert` about `subject`, with its log entry and the subject's lifecycle, in one
+    /// transaction; and keeps it for refreshes while it fires.
+    async fn deliver(&mut self, subject: &Subject, alert: Alert, now: Timestamp) {
+        let lifecycle = self.engine.lifecycle(subject).copied();
         match self
             .outbox
-            .notify(&decision.subject, &alert, lifecycle.as_ref(), now)
+            .notify(subject, &alert, lifecycle.as_ref(), now)
             .await
         {
             Ok(queued) => {
                 if let Some(l) = lifecycle {
-                    self.saved.insert(decision.subject.clone(), l);
+                    self.saved.insert(subject.clone(), l);
                 }
                 if queued {
-                    tracing::info!(subject = %decision.subject, event = %alert.event,
+                    tracing::info!(subject = %subject, event = %alert.event,
                         repeat = alert.repeat, alert = %alert.alert, "alert queued");
                 } else {
-                    tracing::info!(subject = %decision.subject, event = %alert.event,
+                    tracing::info!(subject = %subject, event = %alert.event,
                         "already notified before; not sent again");
                 }
             }
             Err(e) => {
-                tracing::error!(subject = %decision.subject, error = %e,
+                tracing::error!(subject = %subject, error = %e,
                     "cannot store an alert: sending it without the outbox");
                 self.outbox.send_direct(alert.clone());
             }
         }
-        match decision.page {
-            Page::Firing { .. } => {
-                self.open_alerts
-                    .insert(decision.subject.clone(), (alert, now));
+        match alert.event {
+            AlertEvent::Firing => {
+                self.open_alerts.insert(subject.clone(), (alert, now));
             }
-            Page::Resolved { .. } => {
-                self.open_alerts.remove(&decision.subject);
+            AlertEvent::Resolved => {
+                self.open_alerts.remove(subject);
             }
         }
     }
 
-    /// The payload of a decision.
-    fn alert(&self, decision: &Decision, now: Timestamp) -> Alert {
+    /// A transport event.
+    fn mesh_event(&mut self, event: Event) {
+        let now = now();
+        let Some(node) = &mut self.mesh else { return };
+        for effect in node.handle(event, now) {
+            match effect {
+                Effect::RunNow(check) => {
+                    if self.known.contains(&check) && check.kind() != CheckKind::Heartbeat {
+                        if self.run_now.try_send(check.clone()).is_err() {
+                            tracing::debug!(check = %check, "scheduler busy; ProbeNow skipped");
+                        }
+                    } else {
+                        tracing::debug!(check = %check, "ProbeNow for a check not configured here");
+                    }
+                }
+                Effect::Ping(name, at) => {
+                    let known = self
+                        .config
+                        .heartbeats
+                        .iter()
+                        .any(|(id, _)| id.target() == name);
+                    if known && self.board.pings().get(&name).is_none_or(|t| *t < at) {
+                        self.board.ping(&name, at);
+                        let store = self.store.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = store.record_ping(&name, at).await {
+                                tracing::warn!(heartbeat = %name, error = %e, "cannot store a peer's ping");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round in a mesh: isolation, the mesh's conditions and agreed statuses into the
+    /// engine, the pages it owes held until this agent is due to send them.
+    async fn mesh_step(&mut self, now: Timestamp) {
+        let Some(mut node) = self.mesh.take() else {
+            return;
+        };
+        let was_isolated = node.state().is_isolated();
+        let isolated = !node.state().any_peer_live(now) && all_unreachable(&self.own);
+        node.state_mut().set_isolated(isolated);
+        node.share_pings(&self.board.pings());
+        let outage = match (was_isolated, isolated) {
+            (false, true) => {
+                tracing::warn!(
+                    "isolated: no peer is reachable and every target is unreachable; \
+                    this agent stops voting and alerting until its network is back"
+                );
+                self.isolated_since = Some(now);
+                None
+            }
+            (true, false) => self.isolated_since.take(),
+            _ => None,
+        };
+        for (subject, active) in node
+            .state()
+            .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
+        {
+            self.engine.set_condition(subject, active);
+        }
+        if !isolated {
+            for (agent, not_after) in node.cert_expiries() {
+                let expiring = not_after.saturating_mul(1000) - now.as_millis() < CERT_WARN_MS;
+                self.engine
+                    .set_condition(Subject::agent(AlertKind::MeshCertExpiry, agent), expiring);
+            }
+        }
+        let mut round = node.state().agreed_statuses(now);
+        if !isolated {
+            // Push heartbeats: every agent judges them alike, from the pings shared by all.
+            round.extend(
+                std::mem::take(&mut self.round)
+                    .into_iter()
+                    .filter(|(id, _)| id.kind() == CheckKind::Heartbeat),
+            );
+        }
+        self.pending.clear();
+        let decisions = self.engine.step(&round, now);
+        for decision in &decisions {
+            let alert = self.alert(decision, Some(&node), now);
+            node.owe(decision.notification(), alert, now);
+        }
+        for (key, alert) in node.due(now) {
+            match key.subject.parse::<Subject>() {
+                Ok(subject) => self.deliver(&subject, alert, now).await,
+                Err(e) => tracing::error!(subject = %key.subject, "unparsable subject: {e}"),
+            }
+        }
+        if let Some(since) = outage {
+            self.report_outage(&node, since, now).await;
+        }
+        self.board.set_isolated(isolated);
+        for id in &self.known {
+            if id.kind() == CheckKind::Heartbeat {
+                continue;
+            }
+            let conclusion = node.state().conclusion(id, now);
+            let votes: BTreeMap<String, Status> = node
+                .state()
+                .votes(id)
+                .map(|(agent, o)| (agent.to_owned(), o.status))
+                .collect();
+            self.board.update(id, |state| {
+                state.votes = votes;
+                state.mesh_verdict = Some(conclusion.verdict);
+            });
+        }
+        self.board.set_mesh(MeshView {
+            quorum: node.state().settings().quorum,
+            voters: node.state().eligible(now).len(),
+            peers: node.peers(now),
+        });
+        if now.as_millis() % 60_000 < millis(ROUND) {
+            node.prune(now);
+        }
+        self.mesh = Some(node);
+        self.save_lifecycles(now).await;
+        self.refresh(now).await;
+    }
+
+    /// After an isolation ends: one alert with the time range of the local outage.
+    async fn report_outage(&mut self, node: &Node, since: Timestamp, now: Timestamp) {
+        let me = &self.config.agent;
+        let subject = Subject::agent(AlertKind::MonitoringOffline, me.clone());
+        tracing::warn!(since = %to_datetime(since), "isolation over: reporting the local network outage");
+        let alert = Alert {
+            version: PAYLOAD_VERSION,
+            event: AlertEvent::Resolved,
+            alert: AlertKind::MonitoringOffline,
+            target: me.clone(),
+            check: subject.to_string(),
+            status: Status::Operational,
+            summary: format!(
+                "agent {me} was cut off from {} to {} ({}): its own network was down",
+                to_datetime(since),
+                to_datetime(now),
+                ago(now, since)
+            ),
+            detail: "No peer was reachable and every target was unreachable from this host. \
+                It cast no votes and sent no target alerts meanwhile; the failures it saw are not alerted."
+                .to_owned(),
+            since: to_datetime(since),
+            incident: incident_id(&subject, since),
+            confirmed_by: vec![me.clone()],
+            agents_total: node.agents_total(),
+            sent_by: me.clone(),
+            runbook: self.runbook(AlertKind::MonitoringOffline),
+            repeat: 0,
+        };
+        self.deliver(&subject, alert, now).await;
+    }
+
+    fn runbook(&self, kind: AlertKind) -> String {
+        format!(
+            "{}#{}",
+            self.config.runbook_base.trim_end_matches('#'),
+            kind.runbook_anchor()
+        )
+    }
+
+    /// The payload of a decision; in a mesh, with who confirmed it.
+    fn alert(&self, decision: &Decision, mesh: Option<&Node>, now: Timestamp) -> Alert {
         let (event, since, repeat) = match decision.page {
             Page::Firing { since, repeat } => (AlertEvent::Firing, since, repeat),
             Page::Resolved { since } => (AlertEvent::Resolved, since, 0),
@@ -666,6 +932,80 @@ impl Monitor {
                         targets.into_iter().collect::<Vec<_>>().join(", ")
                     ),
                 )
+            }
+            Subject::Agent { kind, agent: about } => {
+                let firing = event == AlertEvent::Firing;
+                let view = mesh.and_then(|n| n.peers(now).into_iter().find(|p| p.name == *about));
+                let (summary, detail) = match kind {
+                    AlertKind::PeerMissing if firing => (
+                        format!("agent {about} is missing: no heartbeat from it"),
+                        view.as_ref().and_then(|v| v.last_heartbeat).map_or_else(
+                            || "never heard from since this agent started".to_owned(),
+                            |t| format!("last heartbeat {} ago", ago(now, t)),
+                        ),
+                    ),
+                    AlertKind::PeerMissing => (format!("agent {about} is back"), String::new()),
+                    AlertKind::MonitoringOffline if firing => (
+                        format!(
+                            "agent {about} lost its network: it sees every target unreachable while the other agents reach them"
+                        ),
+                        "Its votes are local failures; the mesh keeps monitoring without it."
+                            .to_owned(),
+                    ),
+                    AlertKind::MonitoringOffline => (
+                        format!("agent {about} reaches its targets again"),
+                        String::new(),
+                    ),
+                    AlertKind::ConfigDrift if firing => (
+                        format!("agent {about} runs another shared config"),
+                        format!(
+                            "its config hash {}, ours {}",
+                            view.as_ref()
+                                .and_then(|v| v.config_hash.clone())
+                                .unwrap_or_default(),
+                            mesh.map(|n| n.config_hash().to_string())
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    AlertKind::ConfigDrift => (
+                        format!("agent {about} runs the same shared config again"),
+                        String::new(),
+                    ),
+                    AlertKind::ClockSkew if firing => (
+                        format!("agent {about}'s clock is off"),
+                        format!(
+                            "its clock minus ours: {} ms (limit ±{MAX_CLOCK_SKEW_MS} ms)",
+                            view.as_ref()
+                                .and_then(|v| v.clock_skew_ms)
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    AlertKind::ClockSkew => {
+                        (format!("agent {about}'s clock agrees again"), String::new())
+                    }
+                    AlertKind::MeshCertExpiry if firing => {
+                        let expiry = mesh
+                            .and_then(|n| {
+                                n.cert_expiries().find(|(a, _)| a == about).map(|(_, t)| t)
+                            })
+                            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                            .map(|t| t.to_string())
+                            .unwrap_or_default();
+                        (
+                            format!("the mesh certificate of {about} expires soon"),
+                            format!("not after {expiry}; renew it with `pom cert issue {about}`"),
+                        )
+                    }
+                    _ => (format!("{} is over", decision.subject), String::new()),
+                };
+                let status = match (firing, kind) {
+                    (false, _) => Status::Operational,
+                    (true, AlertKind::PeerMissing | AlertKind::MonitoringOffline) => {
+                        Status::Unreachable
+                    }
+                    (true, _) => Status::Degraded,
+                };
+                (*kind, about.clone(), status, summary, detail)
             }
             Subject::Check(id) => {
                 let own = self.own.get(id);
@@ -698,6 +1038,40 @@ impl Monitor {
         if summary.is_empty() {
             summary = format!("{} {event}", decision.subject);
         }
+        let (confirmed_by, agents_total) = match mesh {
+            None => (vec![agent.clone()], 1),
+            Some(node) => {
+                let eligible = node.state().eligible(now);
+                let confirmed: Vec<String> = match &decision.subject {
+                    Subject::Check(id) if event == AlertEvent::Firing => {
+                        let c = node.state().conclusion(id, now);
+                        if c.confirmed_by.is_empty() {
+                            eligible.iter().cloned().collect()
+                        } else {
+                            c.confirmed_by
+                        }
+                    }
+                    _ => eligible.iter().cloned().collect(),
+                };
+                let missing: Vec<String> = node
+                    .peers(now)
+                    .into_iter()
+                    .filter(|p| p.state == PeerState::Missing)
+                    .map(|p| p.name)
+                    .collect();
+                let mut line = format!(
+                    "Confirmed by {} of {} reachable agents ({})",
+                    confirmed.len(),
+                    eligible.len(),
+                    confirmed.join(", ")
+                );
+                if !missing.is_empty() {
+                    line.push_str(&format!("; missing: {}", missing.join(", ")));
+                }
+                detail = format!("{detail}\n{line}. Sent by {agent}.");
+                (confirmed, node.agents_total())
+            }
+        };
         Alert {
             version: PAYLOAD_VERSION,
             event,
@@ -709,14 +1083,10 @@ impl Monitor {
             detail,
             since: to_datetime(since),
             incident: incident_id(&decision.subject, since),
-            confirmed_by: vec![agent.clone()],
-            agents_total: 1,
+            confirmed_by,
+            agents_total,
             sent_by: agent.clone(),
-            runbook: format!(
-                "{}#{}",
-                self.config.runbook_base.trim_end_matches('#'),
-                kind.runbook_anchor()
-            ),
+            runbook: self.runbook(kind),
             repeat,
         }
     }
@@ -762,9 +1132,40 @@ impl Monitor {
     }
 }
 
-/// An incident's id: its subject and its start, the same on every agent and after a restart.
-fn incident_id(subject: &Subject, since: Timestamp) -> String {
-    format!("{subject}@{}", since.as_millis())
+/// The engine: without the `monitoring_offline` rule in a mesh, where peers judge that.
+fn new_engine(config: &MonitorConfig, mesh: bool) -> AlertEngine {
+    let engine = AlertEngine::new(config.policy, config.depends_on.clone());
+    if mesh {
+        engine.without_offline_rule()
+    } else {
+        engine
+    }
+}
+
+/// Whether this agent's latest round of every target (at least two) was all unreachable.
+fn all_unreachable(own: &BTreeMap<CheckId, Own>) -> bool {
+    let mut latest: BTreeMap<&str, (Timestamp, bool)> = BTreeMap::new();
+    for (id, o) in own {
+        if id.kind() == CheckKind::Heartbeat {
+            continue;
+        }
+        let unreachable = o.status == Status::Unreachable;
+        let entry = latest.entry(id.target()).or_insert((o.at, unreachable));
+        if o.at > entry.0 {
+            *entry = (o.at, unreachable);
+        } else if o.at == entry.0 {
+            entry.1 &= unreachable;
+        }
+    }
+    latest.len() >= 2 && latest.values().all(|(_, u)| *u)
+}
+
+/// The next transport event, or never without a mesh.
+async fn next_event(mesh: &mut Option<Node>) -> Option<Event> {
+    match mesh {
+        Some(node) => node.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone), holding no borrow of it.

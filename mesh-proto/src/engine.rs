@@ -19,22 +19,43 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AlertPolicy, CheckId, CheckIdError, CheckKind, Lifecycle, Page, Status, Timestamp};
+use crate::notify_log::NotificationKey;
+use crate::{
+    AlertEvent, AlertKind, AlertPolicy, CheckId, CheckIdError, CheckKind, Lifecycle, Page, Status,
+    Timestamp, validate_target_name,
+};
 
 /// What a page is about.
 ///
-/// Its string form (the store's key, log lines) is the check id, or `monitoring_offline`, which
-/// can never be a check id because it has no `/`.
+/// Its string form (the store's key, log lines, the notification log) is the check id,
+/// `monitoring_offline` (this agent, alone), or `KIND:AGENT` for a condition of one agent of the
+/// mesh (`peer_missing:vps`). None of the last two can be a check id, which always has a `/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Subject {
     /// One check.
     Check(CheckId),
-    /// This agent sees every target unreachable.
+    /// This agent sees every target unreachable (an agent without a mesh).
     MonitoringOffline,
+    /// A condition of one agent of the mesh: `kind` is one of the mesh alert kinds
+    /// ([`AlertKind::is_mesh`]).
+    Agent {
+        /// What is wrong.
+        kind: AlertKind,
+        /// The agent it is about (this one, for its own mesh certificate).
+        agent: String,
+    },
 }
 
 impl Subject {
     const MONITORING_OFFLINE: &'static str = "monitoring_offline";
+
+    /// The condition `kind` of `agent`.
+    pub fn agent(kind: AlertKind, agent: impl Into<String>) -> Self {
+        Self::Agent {
+            kind,
+            agent: agent.into(),
+        }
+    }
 }
 
 impl fmt::Display for Subject {
@@ -42,6 +63,7 @@ impl fmt::Display for Subject {
         match self {
             Self::Check(id) => id.fmt(f),
             Self::MonitoringOffline => f.write_str(Self::MONITORING_OFFLINE),
+            Self::Agent { kind, agent } => write!(f, "{kind}:{agent}"),
         }
     }
 }
@@ -51,10 +73,18 @@ impl FromStr for Subject {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == Self::MONITORING_OFFLINE {
-            Ok(Self::MonitoringOffline)
-        } else {
-            s.parse().map(Self::Check)
+            return Ok(Self::MonitoringOffline);
         }
+        if !s.contains('/')
+            && let Some((kind, agent)) = s.split_once(':')
+            && let Some(kind) = AlertKind::ALL
+                .into_iter()
+                .find(|k| k.is_mesh() && k.as_str() == kind)
+        {
+            validate_target_name(agent)?;
+            return Ok(Self::agent(kind, agent));
+        }
+        s.parse().map(Self::Check)
     }
 }
 
@@ -70,6 +100,34 @@ pub struct Decision {
     pub folded: Vec<CheckId>,
 }
 
+impl Decision {
+    /// The incident's id: its subject and its start, `shop/health@1700000000000`. The same
+    /// after a restart; other agents' ids of the same incident differ by their start times
+    /// ([`crate::mesh`] matches them).
+    pub fn incident(&self) -> String {
+        incident_id(&self.subject, self.page.since())
+    }
+
+    /// The notification this decision owes.
+    pub fn notification(&self) -> NotificationKey {
+        let (event, repeat) = match self.page {
+            Page::Firing { repeat, .. } => (AlertEvent::Firing, repeat),
+            Page::Resolved { .. } => (AlertEvent::Resolved, 0),
+        };
+        NotificationKey {
+            subject: self.subject.to_string(),
+            incident: self.incident(),
+            event,
+            repeat,
+        }
+    }
+}
+
+/// The id of the incident of `subject` that opened at `since`.
+pub fn incident_id(subject: &Subject, since: Timestamp) -> String {
+    format!("{subject}@{}", since.as_millis())
+}
+
 /// The alert engine of one agent.
 #[derive(Debug, Clone)]
 pub struct AlertEngine {
@@ -80,6 +138,11 @@ pub struct AlertEngine {
     lifecycles: BTreeMap<Subject, Lifecycle>,
     /// The latest confirmed status of each check, and when it was fed.
     statuses: BTreeMap<CheckId, (Status, Timestamp)>,
+    /// Conditions of mesh agents, as last set.
+    conditions: BTreeMap<Subject, bool>,
+    /// Whether the `monitoring_offline` rule applies: only to an agent without a mesh. In a
+    /// mesh, peers judge an agent's network ([`crate::mesh`]).
+    offline_rule: bool,
 }
 
 impl AlertEngine {
@@ -99,7 +162,33 @@ impl AlertEngine {
             ancestry,
             lifecycles: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            conditions: BTreeMap::new(),
+            offline_rule: true,
         }
+    }
+
+    /// The same engine without the `monitoring_offline` rule, for an agent in a mesh: the
+    /// statuses it is fed are the mesh's verdicts, and its peers judge its network.
+    #[must_use]
+    pub fn without_offline_rule(mut self) -> Self {
+        self.offline_rule = false;
+        self
+    }
+
+    /// Sets a condition of a mesh agent ([`Subject::Agent`]): active conditions page like a
+    /// failing check, with the same cooldown and reminders. Call [`tick`](Self::tick) or
+    /// [`step`](Self::step) to get the pages.
+    pub fn set_condition(&mut self, subject: Subject, active: bool) {
+        if active || self.lifecycles.contains_key(&subject) {
+            self.conditions.insert(subject, active);
+        }
+    }
+
+    /// Forgets every condition (and its incident) about `agent`: it left the mesh's config.
+    pub fn forget_agent(&mut self, name: &str) {
+        let about = |s: &Subject| matches!(s, Subject::Agent { agent, .. } if agent == name);
+        self.conditions.retain(|s, _| !about(s));
+        self.lifecycles.retain(|s, _| !about(s));
     }
 
     /// Restores a lifecycle saved before a restart.
@@ -141,7 +230,7 @@ impl AlertEngine {
         self.statuses.retain(|id, _| keep(id));
         self.lifecycles.retain(|subject, _| match subject {
             Subject::Check(id) => keep(id),
-            Subject::MonitoringOffline => true,
+            Subject::MonitoringOffline | Subject::Agent { .. } => true,
         });
     }
 
@@ -155,7 +244,11 @@ impl AlertEngine {
 
     fn evaluate(&mut self, now: Timestamp) -> Vec<Decision> {
         let policy = self.policy;
-        let offline = self.offline_checks();
+        let offline = if self.offline_rule {
+            self.offline_checks()
+        } else {
+            Vec::new()
+        };
         // Targets that are down (not merely degraded): they fold their dependants.
         let down_targets: BTreeSet<&str> = self
             .statuses
@@ -176,6 +269,17 @@ impl AlertEngine {
                 page,
                 folded: offline.clone(),
             });
+        }
+
+        for (subject, active) in &self.conditions {
+            let lifecycle = self.lifecycles.entry(subject.clone()).or_default();
+            if let Some(page) = lifecycle.update(*active, now, &policy) {
+                decisions.push(Decision {
+                    subject: subject.clone(),
+                    page,
+                    folded: Vec::new(),
+                });
+            }
         }
 
         // Parents before dependants, so a parent's firing lists what it folds. The statuses are

@@ -46,6 +46,15 @@ pub enum Page {
     },
 }
 
+impl Page {
+    /// When the incident of this page opened.
+    pub const fn since(self) -> Timestamp {
+        match self {
+            Self::Firing { since, .. } | Self::Resolved { since } => since,
+        }
+    }
+}
+
 /// An incident that is still open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenIncident {

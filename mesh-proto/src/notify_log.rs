@@ -99,12 +99,11 @@ impl NotificationLog {
     }
 }
 
-/// Whether `me` should send the notification `key` now. It has been owed (confirmed by the
-/// verdicts) since `owed_since`; `eligible` are the live, non-isolated agents, `me` included
-/// if it may send at all.
+/// Whether `me` should send a notification now, given the log's `claim` of it (if any). It has
+/// been owed (confirmed by the verdicts) since `owed_since`; `eligible` are the live,
+/// non-isolated agents, `me` included if it may send at all.
 pub fn should_send(
-    log: &NotificationLog,
-    key: &NotificationKey,
+    claim: Option<&LogEntry>,
     me: &str,
     eligible: &BTreeSet<String>,
     owed_since: Timestamp,
@@ -114,7 +113,7 @@ pub fn should_send(
     let Some(position) = eligible.iter().position(|a| a == me) else {
         return false; // isolated or missing: never send
     };
-    let since = match log.get(key) {
+    let since = match claim {
         None => owed_since,
         Some(claim) if claim.state == LogState::Sending && !eligible.contains(&claim.sent_by) => {
             // The claimer went missing mid-send: owed again from when it claimed.
@@ -186,7 +185,7 @@ mod tests {
         let key = NotificationKey::of(&entry("x", 0, LogState::Sent));
         let all = agents(&["astra", "edge", "vps"]);
         let owed = Timestamp(1_000);
-        let send = |me, now| should_send(&log, &key, me, &all, owed, Timestamp(now), 3_000);
+        let send = |me, now| should_send(log.get(&key), me, &all, owed, Timestamp(now), 3_000);
         assert!(send("astra", 1_000));
         assert!(!send("edge", 3_999));
         assert!(send("edge", 4_000));
@@ -203,8 +202,7 @@ mod tests {
         let owed = Timestamp(1_000);
         let live = agents(&["astra", "edge"]);
         assert!(!should_send(
-            &log,
-            &key,
+            log.get(&key),
             "edge",
             &live,
             owed,
@@ -214,8 +212,7 @@ mod tests {
         // astra is missing: edge is now first, and sends from astra's claim on.
         let survivors = agents(&["edge"]);
         assert!(should_send(
-            &log,
-            &key,
+            log.get(&key),
             "edge",
             &survivors,
             owed,
@@ -224,8 +221,7 @@ mod tests {
         ));
         log.merge(entry("astra", 2_500, LogState::Sent));
         assert!(!should_send(
-            &log,
-            &key,
+            log.get(&key),
             "edge",
             &survivors,
             owed,

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mesh_proto::{Lifecycle, Subject, Timestamp};
-use tokio::sync::{Notify, watch};
+use mesh_proto::{AlertEvent, Lifecycle, Subject, Timestamp};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::Alert;
 use super::channel::Channel;
@@ -69,7 +69,12 @@ pub struct Outbox {
     poll: Duration,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
+    /// Told about every delivery a channel accepted (the mesh marks claims `sent`).
+    reports: Option<mpsc::Sender<DeliveryIds>>,
 }
+
+/// What identifies a delivered notification: the payload's check, incident, event and repeat.
+pub type DeliveryIds = (String, String, AlertEvent, u32);
 
 /// What one delivery round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,12 +100,19 @@ impl Outbox {
             poll: Duration::from_secs(1),
             wake: Arc::new(Notify::new()),
             counters: Arc::default(),
+            reports: None,
         }
     }
 
     /// The same outbox, counting deliveries and pending rows into `counters` (for metrics).
     pub fn with_counters(mut self, counters: Arc<Counters>) -> Self {
         self.counters = counters;
+        self
+    }
+
+    /// The same outbox, reporting each accepted delivery to `reports` (dropped when full).
+    pub fn with_reports(mut self, reports: mpsc::Sender<DeliveryIds>) -> Self {
+        self.reports = Some(reports);
         self
     }
 
@@ -220,6 +232,15 @@ impl Outbox {
                     self.store.mark_delivered(delivery.id, now).await?;
                     // Counted once recorded: a delivery in the counter is never sent again.
                     self.counters.alert_sent(&delivery.channel);
+                    if let Some(reports) = &self.reports {
+                        let a = &delivery.alert;
+                        let _ = reports.try_send((
+                            a.check.clone(),
+                            a.incident.clone(),
+                            a.event,
+                            a.repeat,
+                        ));
+                    }
                     tracing::info!(channel = %delivery.channel, check = %delivery.alert.check,
                         event = %delivery.alert.event, attempts = failures, "alert delivered");
                     round.delivered += 1;

@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use mesh_proto::QuorumPolicy;
 use serde_json::{Value, json};
 
 use crate::board::Board;
@@ -185,15 +186,52 @@ async fn status(State(state): State<ApiState>) -> axum::Json<Value> {
 }
 
 async fn mesh(State(state): State<ApiState>) -> axum::Json<Value> {
+    let view = state.board.mesh();
+    let quorum = view.as_ref().map_or_else(
+        || json!({ "policy": "alone", "voters": 1 }),
+        |v| {
+            let policy = match v.quorum {
+                QuorumPolicy::Majority => json!("majority"),
+                QuorumPolicy::All => json!("all"),
+                QuorumPolicy::Count(n) => json!(n),
+            };
+            json!({ "policy": policy, "voters": v.voters, "required": v.quorum.required(v.voters) })
+        },
+    );
+    let peers: Vec<Value> = view
+        .map(|v| v.peers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let mut value = serde_json::to_value(&p).unwrap_or(Value::Null);
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert(
+                    "last_heartbeat".into(),
+                    p.last_heartbeat.map_or(Value::Null, |t| rfc3339(t).into()),
+                );
+                obj.insert(
+                    "cert_not_after".into(),
+                    p.cert_not_after
+                        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .map_or(Value::Null, Value::from),
+                );
+            }
+            value
+        })
+        .collect();
     axum::Json(json!({
         "self": {
             "name": state.info.name,
             "instance_id": state.info.instance_id,
             "version": state.info.version,
             "isolated": state.board.is_isolated(),
-            "quorum": { "policy": "alone", "voters": 1 },
+            "quorum": quorum,
         },
-        "peers": [],
+        "peers": peers,
     }))
 }
 

@@ -104,6 +104,7 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         let (line, column) = line_col(text, e.span().map_or(0, |s| s.start));
         invalid(file, line, column, e.message().trim_end().to_owned())
     })?;
+    config.shared_hash = shared_hash(text);
     if let Some(base) = base {
         resolve_paths(&mut config, base);
     }
@@ -126,6 +127,26 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         }
     })?;
     Ok(config)
+}
+
+/// The hash of what every host's file must agree on: the TOML document without `[agent]` and
+/// without the host-specific keys of `[mesh]`, re-serialized in key order (so comments, layout
+/// and key order do not count).
+fn shared_hash(text: &str) -> [u8; 32] {
+    let Ok(mut doc) = toml::from_str::<toml::Table>(text) else {
+        return [0; 32];
+    };
+    doc.remove("agent");
+    if let Some(toml::Value::Table(mesh)) = doc.get_mut("mesh") {
+        for key in ["listen", "ca_cert", "cert", "key"] {
+            mesh.remove(key);
+        }
+    }
+    let canonical = toml::to_string(&doc).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 fn invalid(file: &str, line: usize, column: usize, message: String) -> ConfigError {

@@ -1,0 +1,316 @@
+//! The mesh with real `pom run` processes on 127.0.0.1, each with its own certificates and data
+//! directory, talking mutual-TLS QUIC: quorum alerts sent once, a killed agent reported once,
+//! intruders refused, a killed notifier replaced.
+//!
+//! Every wait polls a condition with a deadline; nothing sleeps to wait and nothing is retried.
+
+mod process;
+
+use std::path::{Path, PathBuf};
+
+use pom::testbed::http::TestServer;
+use process::*;
+use serde_json::Value;
+
+/// The agents of the mesh, in name order (so `astra` is the notifier while it lives).
+const NAMES: [&str; 3] = ["astra", "edge", "vps"];
+
+/// A UDP port nothing listens on now.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// A mesh CA in `dir/ca` and a certificate for `name` in `dir/NAME`, issued by it.
+fn issue(ca_dir: &Path, dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(format!("mesh-{name}"));
+    pom::pki::issue(name, ca_dir, &out, 30, false).unwrap();
+    out
+}
+
+fn mesh_section(certs: &Path, listen: u16, peers: &[(&str, u16)]) -> String {
+    let mut out = format!(
+        "[mesh]\nlisten = \"127.0.0.1:{listen}\"\nca_cert = \"{0}/ca.crt\"\ncert = \"{0}/node.crt\"\nkey = \"{0}/node.key\"\nheartbeat_interval = \"300ms\"\nmissed_heartbeats = 3\nquorum = \"majority\"\n\n",
+        certs.display()
+    );
+    for (name, port) in peers {
+        out.push_str(&format!(
+            "[[mesh.peers]]\nname = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n\n"
+        ));
+    }
+    out
+}
+
+/// Three agents watching one target, alerting to one webhook sink.
+struct Mesh {
+    sink: Sink,
+    target: Target,
+    agents: Vec<Agent>,
+    ports: Vec<u16>,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+    shared: String,
+    url: String,
+    _servers: [TestServer; 2],
+}
+
+impl Mesh {
+    async fn start(cooldown: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        pom::pki::init_ca(&ca, 365, false).unwrap();
+        let (sink, sink_server) = Sink::start().await;
+        let (target, target_server) = Target::start().await;
+        let url = hook_url(&sink_server);
+        let shared =
+            alerts_section(cooldown) + WEBHOOK + &process::target("shop", target_server.port(), "");
+        let ports: Vec<u16> = NAMES.iter().map(|_| free_udp_port()).collect();
+        let mut mesh = Self {
+            sink,
+            target,
+            agents: Vec::new(),
+            ports,
+            ca,
+            dir,
+            shared,
+            url,
+            _servers: [sink_server, target_server],
+        };
+        let agents: Vec<Agent> = tokio::task::block_in_place(|| {
+            let mut agents: Vec<Agent> = (0..NAMES.len()).map(|i| mesh.launch(i)).collect();
+            for agent in &mut agents {
+                agent.wait_ready();
+            }
+            agents
+        });
+        mesh.agents = agents;
+        mesh
+    }
+
+    fn peers(&self) -> Vec<(&'static str, u16)> {
+        NAMES
+            .iter()
+            .copied()
+            .zip(self.ports.iter().copied())
+            .collect()
+    }
+
+    fn launch(&self, i: usize) -> Agent {
+        let name = NAMES[i];
+        let home = self.dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let certs = issue(&self.ca, &home, name);
+        let body = mesh_section(&certs, self.ports[i], &self.peers()) + &self.shared;
+        Agent::launch(&home, name, &body, &[("HOOK_URL", self.url.as_str())])
+    }
+
+    /// Waits until every live agent sees every other live agent alive.
+    fn wait_connected(&self, live: &[usize]) {
+        for &i in live {
+            let agent = &self.agents[i];
+            poll(&format!("{} to see its peers alive", NAMES[i]), || {
+                let mesh = mesh_status(agent);
+                live.iter().filter(|&&j| j != i).all(|&j| {
+                    mesh["peers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["name"] == NAMES[j] && p["state"] == "alive")
+                })
+            });
+        }
+    }
+}
+
+fn mesh_status(agent: &Agent) -> Value {
+    let body = http_get(&format!("{}/api/mesh", agent.api), Some(TOKEN)).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// The alerts about `check` with `event`.
+fn alerts(sink: &Sink, check: &str, event: &str) -> Vec<Value> {
+    sink.alerts()
+        .into_iter()
+        .filter(|a| a["check"] == check && a["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_down_is_confirmed_by_the_quorum_and_paged_once() {
+    let mesh = Mesh::start("10s").await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        poll("every agent to vote on the target", || {
+            let status = mesh.agents[0].status();
+            status["checks"][0]["votes"].as_object().map(|v| v.len()) == Some(3)
+        });
+        mesh.target.set(503);
+        poll("the firing", || {
+            !alerts(&mesh.sink, "shop/health", "firing").is_empty()
+        });
+        let firing = alerts(&mesh.sink, "shop/health", "firing").remove(0);
+        let confirmed = firing["confirmed_by"].as_array().unwrap().len();
+        assert!(confirmed >= 2, "confirmed by a quorum: {firing}");
+        assert_eq!(firing["agents_total"], 3);
+        assert_eq!(firing["sent_by"], "astra", "the first agent by name sends");
+
+        mesh.target.set(200);
+        poll("the resolved", || {
+            !alerts(&mesh.sink, "shop/health", "resolved").is_empty()
+        });
+        // Every agent has seen the recovery and the notification log has gone round: any
+        // duplicate would have been sent by now.
+        for agent in &mesh.agents {
+            poll("the verdict up everywhere", || {
+                agent.status()["checks"][0]["verdict"] == "up"
+            });
+            agent.wait_runs(3);
+        }
+        assert_eq!(alerts(&mesh.sink, "shop/health", "firing").len(), 1);
+        let resolved = alerts(&mesh.sink, "shop/health", "resolved");
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        assert_eq!(resolved[0]["incident"], firing["incident"]);
+        let others: Vec<Value> = mesh
+            .sink
+            .alerts()
+            .into_iter()
+            .filter(|a| a["check"] != "shop/health")
+            .collect();
+        assert!(others.is_empty(), "no other alert: {others:?}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_is_reported_missing_once() {
+    let mut mesh = Mesh::start("10s").await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        mesh.agents[2].kill9();
+        poll("peer_missing for vps", || {
+            !alerts(&mesh.sink, "peer_missing:vps", "firing").is_empty()
+        });
+        let page = alerts(&mesh.sink, "peer_missing:vps", "firing").remove(0);
+        assert_eq!(page["target"], "vps");
+        assert_eq!(page["alert"], "peer_missing");
+        for i in [0, 1] {
+            mesh.agents[i].wait_runs(3);
+        }
+        assert_eq!(alerts(&mesh.sink, "peer_missing:vps", "firing").len(), 1);
+        let state = mesh_status(&mesh.agents[1])["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "vps")
+            .unwrap()["state"]
+            .clone();
+        assert_eq!(state, "missing");
+
+        // It comes back: resolved once.
+        mesh.agents[2].spawn();
+        mesh.wait_connected(&[0, 1, 2]);
+        poll("peer_missing resolved", || {
+            !alerts(&mesh.sink, "peer_missing:vps", "resolved").is_empty()
+        });
+        for i in [0, 1] {
+            mesh.agents[i].wait_runs(3);
+        }
+        assert_eq!(alerts(&mesh.sink, "peer_missing:vps", "resolved").len(), 1);
+        assert_eq!(alerts(&mesh.sink, "peer_missing:vps", "firing").len(), 1);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intruders_are_refused_and_never_counted() {
+    let mesh = Mesh::start("10s").await;
+    // One intruder with a certificate from another CA under a listed name, one with a
+    // certificate from the mesh CA under a name that is not a peer.
+    let other_ca = mesh.dir.path().join("other-ca");
+    pom::pki::init_ca(&other_ca, 365, false).unwrap();
+    let forger_home = mesh.dir.path().join("forger");
+    std::fs::create_dir_all(&forger_home).unwrap();
+    let forged = issue(&other_ca, &forger_home, "vps");
+    let stranger_home = mesh.dir.path().join("mallory");
+    std::fs::create_dir_all(&stranger_home).unwrap();
+    let stranger_certs = issue(&mesh.ca, &stranger_home, "mallory");
+    let mut peers = mesh.peers();
+    peers.retain(|(n, _)| *n != "vps");
+    let intruders = tokio::task::block_in_place(|| {
+        let forger = Agent::start_named(
+            &forger_home,
+            "vps",
+            &(mesh_section(&forged, free_udp_port(), &peers) + &mesh.shared),
+            &[("HOOK_URL", mesh.url.as_str())],
+        );
+        let stranger = Agent::start_named(
+            &stranger_home,
+            "mallory",
+            &(mesh_section(&stranger_certs, free_udp_port(), &peers) + &mesh.shared),
+            &[("HOOK_URL", mesh.url.as_str())],
+        );
+        [forger, stranger]
+    });
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        // Both intruders keep dialing; the mesh refuses them and logs it.
+        poll("the refusals in the logs", || {
+            let log = mesh.agents[0].log();
+            log.contains("mesh connection refused") && log.contains("mallory")
+        });
+        for agent in &intruders {
+            agent.wait_runs(3);
+        }
+        for (i, agent) in mesh.agents.iter().enumerate() {
+            let status = agent.status();
+            let votes = status["checks"][0]["votes"].as_object().unwrap().clone();
+            assert!(
+                votes.keys().all(|k| NAMES.contains(&k.as_str())),
+                "{}: only mesh agents vote: {votes:?}",
+                NAMES[i]
+            );
+            let peers = mesh_status(agent)["peers"].as_array().unwrap().clone();
+            assert!(peers.iter().all(|p| p["name"] != "mallory"));
+        }
+        // The forger holds the name vps but not its key: the real vps stays connected and
+        // alone in that role.
+        for agent in &intruders {
+            let seen = mesh_status(agent)["peers"].as_array().unwrap().clone();
+            assert!(
+                seen.iter().all(|p| p["state"] != "alive"),
+                "an intruder sees nobody alive: {seen:?}"
+            );
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
+    let mut mesh = Mesh::start("10s").await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        mesh.target.set(503);
+        poll("the firing", || {
+            !alerts(&mesh.sink, "shop/health", "firing").is_empty()
+        });
+        let firing = alerts(&mesh.sink, "shop/health", "firing").remove(0);
+        assert_eq!(firing["sent_by"], "astra");
+        mesh.agents[0].kill9();
+        mesh.target.set(200);
+        poll("the resolved", || {
+            !alerts(&mesh.sink, "shop/health", "resolved").is_empty()
+        });
+        for i in [1, 2] {
+            mesh.agents[i].wait_runs(3);
+        }
+        let resolved = alerts(&mesh.sink, "shop/health", "resolved");
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        assert_eq!(
+            resolved[0]["sent_by"], "edge",
+            "the next agent by name takes over"
+        );
+        assert_eq!(
+            resolved[0]["incident"], firing["incident"],
+            "the survivor resolves the incident the notifier opened"
+        );
+        assert_eq!(alerts(&mesh.sink, "shop/health", "firing").len(), 1);
+    });
+}

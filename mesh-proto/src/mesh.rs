@@ -1,0 +1,660 @@
+//! One agent's view of the mesh, as a state machine (DESIGN.md, "Mesh semantics").
+//!
+//! [`MeshState`] takes what arrives from peers (hellos, heartbeats, observations, log entries)
+//! and what this agent decides (its own observations, its isolation, the pages its alert engine
+//! owes), each with `now`, and answers the questions the agent acts on:
+//!
+//! - which peers are live ([`peer_state`](crate::quorum::peer_state)), and which agents may vote
+//!   and send (the *eligible* ones: live and not isolated, this agent included);
+//! - the verdict on each check from the freshest votes ([`MeshState::conclusion`]);
+//! - which peers lost their network: every target unreachable for them while the mesh sees the
+//!   same targets up ([`MeshState::offline_peers`]);
+//! - which owed notifications this agent sends now ([`MeshState::due`]), and which another agent
+//!   already claimed (the notification log, [`crate::notify_log`]).
+//!
+//! **Matching notifications across agents.** Each agent's alert engine opens its own incidents
+//! from the same verdicts, a few hundred milliseconds apart, so incident ids differ slightly
+//! between agents. A page this agent owes is covered by a claim of another agent for the same
+//! subject, event and repeat, made at most `match_window_ms` before the page became owed (or at
+//! any time after it), that no earlier page of this agent already matched. The agent then
+//! adopts the claimer's incident id ([`MeshState::incident_alias`]), so a later `resolved` sent
+//! by a survivor carries the id of the `firing` it resolves.
+//!
+//! No I/O and no clock: the transport delivers, the agent decides when to ask.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::notify_log::{self, Merged, NotificationKey, NotificationLog};
+use crate::quorum::{self, Conclusion, LivenessPolicy, PeerState, QuorumPolicy, Vote};
+use crate::wire::{ConfigHash, Heartbeat, Hello, LogEntry, LogState};
+use crate::{AlertKind, CheckId, CheckKind, Observation, Status, Subject, Timestamp};
+
+/// The fixed rules of one agent's mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// This agent's name.
+    pub me: String,
+    /// The other agents' names.
+    pub peers: BTreeSet<String>,
+    /// Heartbeat interval and missed heartbeats.
+    pub liveness: LivenessPolicy,
+    /// How many failing votes confirm.
+    pub quorum: QuorumPolicy,
+    /// How long each position in the notifier order waits for a claim before it sends.
+    pub takeover_ms: i64,
+    /// How long before a page another agent's claim of it may be (see the module docs).
+    pub match_window_ms: i64,
+}
+
+/// What this agent knows of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// When its latest heartbeat arrived, on this agent's clock.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Its latest Hello (version, instance id, config hash at connection time).
+    pub hello: Option<Hello>,
+    /// Its latest heartbeat's sequence number.
+    pub seq: u64,
+    /// Whether it said it is isolated.
+    pub isolated: bool,
+    /// Its clock minus ours, from its latest heartbeat (ms).
+    pub clock_skew_ms: Option<i64>,
+    /// Its shared-config hash, from its latest heartbeat or hello.
+    pub config_hash: Option<ConfigHash>,
+    /// Since when it is watched: before its first heartbeat it is missing this long after.
+    pub watching_since: Timestamp,
+}
+
+impl PeerView {
+    fn new(now: Timestamp) -> Self {
+        Self {
+            last_heartbeat: None,
+            hello: None,
+            seq: 0,
+            isolated: false,
+            clock_skew_ms: None,
+            config_hash: None,
+            watching_since: now,
+        }
+    }
+}
+
+/// A page this agent's engine owes, waiting to be sent by someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    /// When it became owed.
+    since: Timestamp,
+    /// This agent claimed it (and sends it).
+    claimed: bool,
+}
+
+/// One agent's view of the mesh. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct MeshState {
+    settings: MeshSettings,
+    isolated: bool,
+    peers: BTreeMap<String, PeerView>,
+    /// check → agent → its latest observation.
+    votes: BTreeMap<CheckId, BTreeMap<String, Observation>>,
+    /// check → how long an observation of it stays fresh (2 × interval + timeout).
+    fresh_for: BTreeMap<CheckId, i64>,
+    log: NotificationLog,
+    owed: BTreeMap<NotificationKey, Owed>,
+    /// Log entries of other agents matched to a page of this agent: theirs → mine.
+    matched: BTreeMap<NotificationKey, NotificationKey>,
+    /// Peer → its wall clock when its Hello showed a new instance: its `sending` claims made
+    /// before then died with the previous instance.
+    restarts: BTreeMap<String, Timestamp>,
+    /// This agent's incident id → the id another agent's claim gave the same incident.
+    aliases: BTreeMap<String, String>,
+    /// Checks whose latest own observation is a failure seen while isolated: forgotten when
+    /// the isolation ends, so that they never count as votes.
+    isolated_failures: BTreeSet<CheckId>,
+}
+
+impl MeshState {
+    /// A fresh view at `now`, with the checks that are voted on and how long their
+    /// observations stay fresh.
+    pub fn new(
+        settings: MeshSettings,
+        checks: impl IntoIterator<Item = (CheckId, i64)>,
+        now: Timestamp,
+    ) -> Self {
+        let peers = settings
+            .peers
+            .iter()
+            .filter(|p| **p != settings.me)
+            .map(|p| (p.clone(), PeerView::new(now)))
+            .collect();
+        Self {
+            settings,
+            isolated: false,
+            peers,
+            votes: BTreeMap::new(),
+            fresh_for: checks.into_iter().collect(),
+            log: NotificationLog::default(),
+            owed: BTreeMap::new(),
+            matched: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            isolated_failures: BTreeSet::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    /// Applies a reloaded config: new checks, peers and rules. Votes of removed checks and
+    /// everything about removed peers are forgotten; a new peer is watched from `now`.
+    pub fn reconfigure(
+        &mut self,
+        settings: MeshSettings,
+        checks: impl IntoIterator<Item = (CheckId, i64)>,
+        now: Timestamp,
+    ) {
+        self.fresh_for = checks.into_iter().collect();
+        let fresh_for = &self.fresh_for;
+        self.votes.retain(|id, _| fresh_for.contains_key(id));
+        self.peers.retain(|name, _| settings.peers.contains(name));
+        for peer in &settings.peers {
+            if *peer != settings.me && !self.peers.contains_key(peer) {
+                self.peers.insert(peer.clone(), PeerView::new(now));
+            }
+        }
+        self.settings = settings;
+    }
+
+    /// Whether `name` is a configured peer.
+    pub fn is_peer(&self, name: &str) -> bool {
+        self.peers.contains_key(name)
+    }
+
+    /// Every peer and what is known of it.
+    pub fn peers(&self) -> impl Iterator<Item = (&str, &PeerView)> {
+        self.peers.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// The liveness of `peer` at `now` (`missing` for a name that is not a peer).
+    pub fn peer_state(&self, peer: &str, now: Timestamp) -> PeerState {
+        self.peers.get(peer).map_or(PeerState::Missing, |view| {
+            quorum::peer_state(
+                view.last_heartbeat,
+                view.watching_since,
+                now,
+                &self.settings.liveness,
+            )
+        })
+    }
+
+    /// Whether any peer is live at `now`.
+    pub fn any_peer_live(&self, now: Timestamp) -> bool {
+        self.peers.keys().any(|p| self.peer_state(p, now).is_live())
+    }
+
+    /// A peer's Hello. Its config hash counts until its first heartbeat.
+    ///
+    /// A Hello from a new instance of a peer (it restarted) also ends the `sending` claims it
+    /// made before: whatever it was sending then is as lost as if it had gone missing.
+    pub fn on_hello(&mut self, from: &str, hello: Hello) {
+        if let Some(view) = self.peers.get_mut(from) {
+            if let Some(previous) = &view.hello
+                && previous.instance_id != hello.instance_id
+            {
+                self.restarts.insert(from.to_owned(), hello.wall_clock);
+            }
+            if view.hello.as_ref().map(|h| &h.instance_id) != Some(&hello.instance_id) {
+                view.seq = 0; // a restart: its sequence starts again
+            }
+            view.config_hash = Some(hello.config_hash);
+            view.hello = Some(hello);
+        }
+    }
+
+    /// A peer's heartbeat, received at `now`. Returns false for a name that is not a peer.
+    pub fn on_heartbeat(&mut self, from: &str, heartbeat: &Heartbeat, now: Timestamp) -> bool {
+        let Some(view) = self.peers.get_mut(from) else {
+            return false;
+        };
+        view.last_heartbeat = Some(now);
+        view.seq = heartbeat.seq;
+        view.isolated = heartbeat.isolated;
+        view.clock_skew_ms = Some(heartbeat.wall_clock.millis_since(now));
+        view.config_hash = Some(heartbeat.config_hash);
+        true
+    }
+
+    /// Records an observation by `agent` (this one or a peer). Returns whether it was taken:
+    /// observations of unknown checks, of unknown agents, and older than the one held are
+    /// dropped. Push-heartbeat observations are not votes: the agent handles them as pings.
+    pub fn observe(&mut self, agent: &str, observation: Observation) -> bool {
+        let known_agent = agent == self.settings.me || self.peers.contains_key(agent);
+        if !known_agent
+            || observation.check.kind() == CheckKind::Heartbeat
+            || !self.fresh_for.contains_key(&observation.check)
+        {
+            return false;
+        }
+        let votes = self.votes.entry(observation.check.clone()).or_default();
+        match votes.get(agent) {
+            Some(held) if held.at > observation.at => false,
+            _ => {
+                if agent == self.settings.me {
+                    if self.isolated && observation.status.is_failure() {
+                        self.isolated_failures.insert(observation.check.clone());
+                    } else {
+                        self.isolated_failures.remove(&observation.check);
+                    }
+                }
+                votes.insert(agent.to_owned(), observation);
+                true
+            }
+        }
+    }
+
+    /// Every agent's latest observation of `check`.
+    pub fn votes(&self, check: &CheckId) -> impl Iterator<Item = (&str, &Observation)> {
+        self.votes
+            .get(check)
+            .into_iter()
+            .flatten()
+            .map(|(a, o)| (a.as_str(), o))
+    }
+
+    /// Sets whether this agent is isolated: no live peer, and every probe of its latest round
+    /// unreachable. An isolated agent casts no vote and sends nothing.
+    ///
+    /// Becoming isolated drops the pages owed and not claimed yet: by the time this agent can
+    /// send again they would be stale, and the agents that stayed connected decided on their own.
+    /// Ending the isolation forgets this agent's own failing observations made while isolated:
+    /// they are the stale failures of its own outage, and would otherwise count as its votes
+    /// (alone, when the peers' votes went stale meanwhile) until its next probe.
+    pub fn set_isolated(&mut self, isolated: bool) {
+        if isolated && !self.isolated {
+            self.owed.retain(|_, o| o.claimed);
+        }
+        if !isolated && self.isolated {
+            for check in std::mem::take(&mut self.isolated_failures) {
+                if let Some(votes) = self.votes.get_mut(&check) {
+                    votes.remove(&self.settings.me);
+                }
+            }
+        }
+        self.isolated = isolated;
+    }
+
+    /// Whether this agent is isolated.
+    pub fn is_isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// The agents that vote and may send at `now`: live, non-isolated peers, and this agent
+    /// unless it is isolated.
+    pub fn eligible(&self, now: Timestamp) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .peers
+            .iter()
+            .filter(|(name, view)| !view.isolated && self.peer_state(name, now).is_live())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !self.isolated {
+            out.insert(self.settings.me.clone());
+        }
+        out
+    }
+
+    /// The agent that sends notifications at `now`, if any.
+    pub fn notifier(&self, now: Timestamp) -> Option<String> {
+        quorum::notifier(&self.eligible(now)).map(str::to_owned)
+    }
+
+    /// What the mesh concludes about `check` at `now`.
+    pub fn conclusion(&self, check: &CheckId, now: Timestamp) -> Conclusion {
+        self.conclude(check, &self.eligible(now), now)
+    }
+
+    fn conclude(&self, check: &CheckId, eligible: &BTreeSet<String>, now: Timestamp) -> Conclusion {
+        let max_age = self.fresh_for.get(check).copied().unwrap_or(0);
+        let votes: Vec<Vote> = self
+            .votes(check)
+            .map(|(agent, o)| Vote {
+                agent: agent.to_owned(),
+                status: o.status,
+                at: o.at,
+            })
+            .collect();
+        quorum::verdict(
+            &votes,
+            &self.settings.me,
+            eligible,
+            max_age,
+            now,
+            self.settings.quorum,
+        )
+    }
+
+    /// The live peers that see every target they probed last unreachable (at least two
+    /// targets), while the mesh's verdict on those targets' checks is not `down`: they lost
+    /// their own network, and cannot say so themselves.
+    pub fn offline_peers(&self, now: Timestamp) -> Vec<String> {
+        let eligible = self.eligible(now);
+        self.peers
+            .keys()
+            .filter(|p| self.peer_state(p, now).is_live())
+            .filter(|peer| {
+                // Per target: the peer's newest fresh observation time, and whether all its
+                // observations at that time are unreachable.
+                let mut latest: BTreeMap<&str, (Timestamp, bool)> = BTreeMap::new();
+                let mut checks = Vec::new();
+                for (check, by_agent) in &self.votes {
+                    let Some(o) = by_agent.get(peer.as_str()) else {
+                        continue;
+                    };
+                    let max_age = self.fresh_for.get(check).copied().unwrap_or(0);
+                    if !o.is_fresh(now, max_age) {
+                        continue;
+                    }
+                    checks.push(check);
+                    let unreachable = o.status == Status::Unreachable;
+                    let entry = latest.entry(check.target()).or_insert((o.at, unreachable));
+                    if o.at > entry.0 {
+                        *entry = (o.at, unreachable);
+                    } else if o.at == entry.0 {
+                        entry.1 &= unreachable;
+                    }
+                }
+                latest.len() >= 2
+                    && latest.values().all(|(_, unreachable)| *unreachable)
+                    && checks.iter().any(|check| {
+                        // Someone else sees this check answer.
+                        self.votes(check).any(|(agent, o)| {
+                            agent != peer.as_str()
+                                && eligible.contains(agent)
+                                && o.is_fresh(now, self.fresh_for[*check])
+                                && !o.status.is_failure()
+                        })
+                    })
+                    && checks.iter().all(|check| {
+                        self.conclude(check, &eligible, now).verdict != crate::Verdict::Down
+                    })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The statuses the mesh agrees on at `now`, to feed the alert engine: for a check
+    /// confirmed `down`, the failing status most of its confirmers saw (this agent's own if it
+    /// is one of them); for a check that is `up`, `degraded` when a quorum of the voters sees it
+    /// degraded, else `operational`. A `local_only` check is `up` for the mesh: only this
+    /// agent's own vote tells the two apart, so treating it otherwise would feed agents that
+    /// hold the same votes different statuses (the agent whose probe failed last would resolve
+    /// an incident one probe later than the others, after they took over its notification).
+    /// Checks without votes (`unknown`) are left out: they keep their previous state. An
+    /// isolated agent agrees on nothing.
+    pub fn agreed_statuses(&self, now: Timestamp) -> BTreeMap<CheckId, Status> {
+        let mut out = BTreeMap::new();
+        if self.isolated {
+            return out;
+        }
+        let eligible = self.eligible(now);
+        for check in self.fresh_for.keys() {
+            let conclusion = self.conclude(check, &eligible, now);
+            let status = match conclusion.verdict {
+                crate::Verdict::Down => {
+                    let seen: Vec<Status> = conclusion
+                        .confirmed_by
+                        .iter()
+                        .filter_map(|a| self.votes.get(check)?.get(a).map(|o| o.status))
+                        .collect();
+                    let mine = self
+                        .votes
+                        .get(check)
+                        .and_then(|v| v.get(&self.settings.me))
+                        .filter(|_| conclusion.confirmed_by.contains(&self.settings.me))
+                        .map(|o| o.status);
+                    let errors = seen.iter().filter(|s| **s == Status::Error).count();
+                    mine.unwrap_or(if errors * 2 >= seen.len() {
+                        Status::Error
+                    } else {
+                        Status::Unreachable
+                    })
+                }
+                crate::Verdict::Up | crate::Verdict::LocalOnly => {
+                    let max_age = self.fresh_for.get(check).copied().unwrap_or(0);
+                    let degraded = self
+                        .votes(check)
+                        .filter(|(a, o)| {
+                            eligible.contains(*a)
+                                && o.is_fresh(now, max_age)
+                                && o.status == Status::Degraded
+                        })
+                        .count();
+                    if degraded >= self.settings.quorum.required(conclusion.voters) {
+                        Status::Degraded
+                    } else {
+                        Status::Operational
+                    }
+                }
+                crate::Verdict::Unknown => continue,
+            };
+            out.insert(check.clone(), status);
+        }
+        out
+    }
+
+    /// The conditions of the mesh's agents at `now`, each active or not, to feed the alert
+    /// engine ([`AlertEngine::set_condition`](crate::AlertEngine::set_condition)): a peer
+    /// missing, a peer that lost its network, a peer with another shared config than
+    /// `my_config`, a peer whose clock is more than `max_skew_ms` off. An isolated agent
+    /// judges nobody: it returns nothing.
+    pub fn conditions(
+        &self,
+        my_config: ConfigHash,
+        max_skew_ms: i64,
+        now: Timestamp,
+    ) -> Vec<(Subject, bool)> {
+        if self.isolated {
+            return Vec::new();
+        }
+        let offline: BTreeSet<String> = self.offline_peers(now).into_iter().collect();
+        let mut out = Vec::new();
+        for (name, view) in &self.peers {
+            let missing = self.peer_state(name, now) == PeerState::Missing;
+            out.push((Subject::agent(AlertKind::PeerMissing, name), missing));
+            out.push((
+                Subject::agent(AlertKind::MonitoringOffline, name),
+                offline.contains(name),
+            ));
+            out.push((
+                Subject::agent(AlertKind::ConfigDrift, name),
+                view.config_hash.is_some_and(|h| h != my_config),
+            ));
+            out.push((
+                Subject::agent(AlertKind::ClockSkew, name),
+                !missing && view.clock_skew_ms.is_some_and(|s| s.abs() > max_skew_ms),
+            ));
+        }
+        out
+    }
+
+    /// Notes that this agent's engine owes the page `key` from `now`.
+    ///
+    /// An isolated agent owes nothing: what its engine decides then (a reminder, a firing the
+    /// cooldown held back) comes from a stale view, and the connected agents decide on their own.
+    pub fn owe(&mut self, key: NotificationKey, now: Timestamp) {
+        if self.isolated {
+            return;
+        }
+        self.owed.entry(key).or_insert(Owed {
+            since: now,
+            claimed: false,
+        });
+    }
+
+    /// The owed pages this agent should send at `now`, claimed: each comes with the `sending`
+    /// log entry to store and gossip before sending. Pages another agent sent meanwhile are
+    /// dropped; pages another live agent is sending are held until its `sent` arrives, or until
+    /// it goes missing or restarts (then the takeover order applies from its claim on).
+    pub fn due(&mut self, now: Timestamp) -> Vec<(NotificationKey, LogEntry)> {
+        let eligible = self.eligible(now);
+        let me = self.settings.me.clone();
+        let mut out = Vec::new();
+        let keys: Vec<NotificationKey> = self.owed.keys().cloned().collect();
+        for key in keys {
+            let Some(owed) = self.owed.get(&key).copied() else {
+                continue;
+            };
+            if owed.claimed {
+                continue;
+            }
+            let claim = self.covering_claim(&key, owed.since, &eligible).cloned();
+            let mut senders = eligible.clone();
+            if let Some(c) = claim.as_ref().filter(|c| c.sent_by != me) {
+                self.adopt(&key, c);
+                if c.state == LogState::Sent {
+                    self.owed.remove(&key);
+                    continue;
+                }
+                if self.abandoned(c) {
+                    senders.remove(&c.sent_by);
+                } else if eligible.contains(&c.sent_by) {
+                    continue; // it is being sent: hold the page until it is sent
+                }
+            }
+            let send = notify_log::should_send(
+                claim.as_ref(),
+                &me,
+                &senders,
+                owed.since,
+                now,
+                self.settings.takeover_ms,
+            );
+            if send {
+                let entry = LogEntry {
+                    subject: key.subject.clone(),
+                    incident: key.incident.clone(),
+                    event: key.event,
+                    repeat: key.repeat,
+                    sent_by: me.clone(),
+                    at: now,
+                    state: LogState::Sending,
+                };
+                self.log.merge(entry.clone());
+                if let Some(owed) = self.owed.get_mut(&key) {
+                    owed.claimed = true;
+                }
+                out.push((key, entry));
+            }
+        }
+        out
+    }
+
+    /// Marks a claimed page sent; returns the `sent` log entry to gossip.
+    pub fn sent(&mut self, key: &NotificationKey, now: Timestamp) -> LogEntry {
+        self.owed.remove(key);
+        let entry = LogEntry {
+            subject: key.subject.clone(),
+            incident: key.incident.clone(),
+            event: key.event,
+            repeat: key.repeat,
+            sent_by: self.settings.me.clone(),
+            at: now,
+            state: LogState::Sent,
+        };
+        let mut merged = entry.clone();
+        if let Some(claim) = self.log.get(key).filter(|c| c.sent_by == entry.sent_by) {
+            merged.at = claim.at; // a claim keeps the time it was made
+        }
+        self.log.merge(merged.clone());
+        merged
+    }
+
+    /// Merges a log entry from a peer (or restored from disk).
+    pub fn merge_log(&mut self, entry: LogEntry) -> Merged {
+        self.log.merge(entry)
+    }
+
+    /// The merged log, for gossip to a peer that (re)connects.
+    pub fn log(&self) -> &NotificationLog {
+        &self.log
+    }
+
+    /// Pages owed and not yet sent by anyone this agent knows of.
+    pub fn owed(&self) -> impl Iterator<Item = &NotificationKey> {
+        self.owed.keys()
+    }
+
+    /// The incident id another agent gave this agent's incident `incident`, if one did.
+    pub fn incident_alias(&self, incident: &str) -> Option<&str> {
+        self.aliases.get(incident).map(String::as_str)
+    }
+
+    /// Forgets log entries, matches and owed pages older than `older_than`.
+    pub fn prune(&mut self, older_than: Timestamp) {
+        self.log.prune(older_than);
+        let log = &self.log;
+        self.matched.retain(|k, _| log.get(k).is_some());
+        self.owed.retain(|_, o| o.since >= older_than);
+    }
+
+    /// The claim that covers `key`, owed since `since`: its own entry, else another agent's
+    /// claim of the same transition made at most the match window before `since` and not
+    /// matched to another page of this agent. Among several, a `sent` one first, then one whose
+    /// agent is still sending (eligible, not restarted), then the earliest. This agent's own
+    /// claims of other incidents never cover a page.
+    fn covering_claim(
+        &self,
+        key: &NotificationKey,
+        since: Timestamp,
+        eligible: &BTreeSet<String>,
+    ) -> Option<&LogEntry> {
+        if let Some(entry) = self.log.get(key) {
+            return Some(entry);
+        }
+        let not_before = since.add_millis(-self.settings.match_window_ms);
+        self.log
+            .entries()
+            .filter(|e| {
+                e.sent_by != self.settings.me
+                    && e.subject == key.subject
+                    && e.event == key.event
+                    && e.repeat == key.repeat
+                    && e.at >= not_before
+            })
+            .filter(|e| {
+                self.matched
+                    .get(&NotificationKey::of(e))
+                    .is_none_or(|mine| mine == key)
+            })
+            .min_by_key(|e| {
+                let standing = match e.state {
+                    LogState::Sent => 0,
+                    LogState::Sending if eligible.contains(&e.sent_by) && !self.abandoned(e) => 1,
+                    LogState::Sending => 2,
+                };
+                (standing, e.at, e.sent_by.clone())
+            })
+    }
+
+    /// Whether `claim` is a `sending` claim its agent made before it restarted.
+    fn abandoned(&self, claim: &LogEntry) -> bool {
+        claim.state == LogState::Sending
+            && self
+                .restarts
+                .get(&claim.sent_by)
+                .is_some_and(|restart| claim.at < *restart)
+    }
+
+    /// Records that `key` is covered by another agent's `claim`, and adopts its incident id.
+    fn adopt(&mut self, key: &NotificationKey, claim: &LogEntry) {
+        let theirs = NotificationKey::of(claim);
+        if theirs != *key {
+            self.matched.insert(theirs, key.clone());
+            if claim.incident != key.incident {
+                self.aliases
+                    .insert(key.incident.clone(), claim.incident.clone());
+            }
+        }
+    }
+}

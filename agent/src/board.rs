@@ -82,6 +82,10 @@ pub struct MeshView {
     pub voters: usize,
     /// Every peer.
     pub peers: Vec<PeerInfo>,
+    /// Frames dropped because a peer's queue was full.
+    pub dropped_frames: u64,
+    /// Notification-log entries being sent and sent, across the mesh, as this agent knows them.
+    pub log: (usize, usize),
 }
 
 /// Counters, exported as metrics.

@@ -287,7 +287,7 @@ impl Daemon {
         let shared = Shared {
             store: store.clone(),
             board: board.clone(),
-            probes: Arc::new(ProbeContext::default()),
+            probes: Arc::new(ProbeContext::for_agent(&built.config.agent.name)),
             scheduler: Arc::default(),
         };
         let (stop, stop_rx) = watch::channel(false);

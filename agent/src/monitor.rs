@@ -264,11 +264,9 @@ impl Monitor {
         board.set_checks(config.board_checks());
         let refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
         let deliveries = mpsc::channel(1024);
-        let outbox = if mesh.is_some() {
-            outbox.with_reports(deliveries.0.clone())
-        } else {
-            outbox
-        };
+        if mesh.is_some() {
+            outbox.report_to(deliveries.0.clone());
+        }
         let mut monitor = Self {
             mesh,
             isolated_since: None,
@@ -347,11 +345,10 @@ impl Monitor {
                 Some(command) = commands.recv() => match command {
                     Command::Reconfigure(config, outbox, run_now, mesh) => {
                         self.refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
-                        self.outbox = if self.mesh.is_some() {
-                            outbox.with_reports(self.deliveries.0.clone())
-                        } else {
-                            outbox
-                        };
+                        if self.mesh.is_some() {
+                            outbox.report_to(self.deliveries.0.clone());
+                        }
+                        self.outbox = outbox;
                         self.run_now = run_now;
                         self.reconfigure(*config, mesh.map(|m| *m));
                         heartbeat = tokio::time::interval(self.heartbeat_interval());
@@ -852,6 +849,8 @@ impl Monitor {
             quorum: node.state().settings().quorum,
             voters: node.state().eligible(now).len(),
             peers: node.peers(now),
+            dropped_frames: node.dropped_frames(),
+            log: node.log_counts(),
         });
         if now.as_millis() % 60_000 < millis(ROUND) {
             node.prune(now);

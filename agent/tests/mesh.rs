@@ -293,6 +293,14 @@ async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
         });
         let firing = alerts(&mesh.sink, "shop/health", "firing").remove(0);
         assert_eq!(firing["sent_by"], "astra");
+        // The incident is open and its firing known as sent across the mesh; then the notifier
+        // dies. (Killed between its delivery and the gossip of it, it would be paged again by
+        // design: a claim still `sending` when its agent disappears is taken over.)
+        for i in [1, 2] {
+            poll("the firing known as sent", || {
+                mesh_status(&mesh.agents[i])["self"]["notifications"]["sent"] == 1
+            });
+        }
         mesh.agents[0].kill9();
         mesh.target.set(200);
         poll("the resolved", || {
@@ -311,6 +319,7 @@ async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
             resolved[0]["incident"], firing["incident"],
             "the survivor resolves the incident the notifier opened"
         );
-        assert_eq!(alerts(&mesh.sink, "shop/health", "firing").len(), 1);
+        let firings = alerts(&mesh.sink, "shop/health", "firing");
+        assert_eq!(firings.len(), 1, "{firings:?}");
     });
 }

@@ -69,8 +69,9 @@ pub struct Outbox {
     poll: Duration,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
-    /// Told about every delivery a channel accepted (the mesh marks claims `sent`).
-    reports: Option<mpsc::Sender<DeliveryIds>>,
+    /// Told about every delivery a channel accepted (the mesh marks claims `sent`). Shared by
+    /// the clones, so the delivery task reports to whoever set it.
+    reports: Arc<std::sync::Mutex<Option<mpsc::Sender<DeliveryIds>>>>,
 }
 
 /// What identifies a delivered notification: the payload's check, incident, event and repeat.
@@ -100,7 +101,7 @@ impl Outbox {
             poll: Duration::from_secs(1),
             wake: Arc::new(Notify::new()),
             counters: Arc::default(),
-            reports: None,
+            reports: Arc::default(),
         }
     }
 
@@ -110,10 +111,13 @@ impl Outbox {
         self
     }
 
-    /// The same outbox, reporting each accepted delivery to `reports` (dropped when full).
-    pub fn with_reports(mut self, reports: mpsc::Sender<DeliveryIds>) -> Self {
-        self.reports = Some(reports);
-        self
+    /// From now on, reports each accepted delivery to `reports` (dropped when full), from
+    /// this outbox and every clone of it.
+    pub fn report_to(&self, reports: mpsc::Sender<DeliveryIds>) {
+        *self
+            .reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reports);
     }
 
     /// The channels, by name.
@@ -229,10 +233,14 @@ impl Outbox {
             };
             match result {
                 Ok(()) => {
-                    self.store.mark_delivered(delivery.id, now).await?;
-                    // Counted once recorded: a delivery in the counter is never sent again.
-                    self.counters.alert_sent(&delivery.channel);
-                    if let Some(reports) = &self.reports {
+                    // Reported first: the mesh learns it went out as soon as possible, so a
+                    // crash right after leaves the shortest window for a duplicate.
+                    let reports = self
+                        .reports
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    if let Some(reports) = reports {
                         let a = &delivery.alert;
                         let _ = reports.try_send((
                             a.check.clone(),
@@ -241,6 +249,9 @@ impl Outbox {
                             a.repeat,
                         ));
                     }
+                    self.store.mark_delivered(delivery.id, now).await?;
+                    // Counted once recorded: a delivery in the counter is never sent again.
+                    self.counters.alert_sent(&delivery.channel);
                     tracing::info!(channel = %delivery.channel, check = %delivery.alert.check,
                         event = %delivery.alert.event, attempts = failures, "alert delivered");
                     round.delivered += 1;

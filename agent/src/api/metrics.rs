@@ -132,6 +132,34 @@ fn text(state: &ApiState) -> String {
         "gauge",
         "1 if a mesh peer is alive (no peers when the agent runs alone).",
     );
+    let peers = state.board.mesh().map(|m| m.peers).unwrap_or_default();
+    for p in &peers {
+        let up = u8::from(p.state == mesh_proto::PeerState::Alive);
+        let _ = writeln!(out, "pom_peer_up{{peer=\"{}\"}} {up}", escape(&p.name));
+    }
+    family(
+        &mut out,
+        "pom_mesh_udp_bytes_total",
+        "counter",
+        "UDP bytes exchanged with a mesh peer on its current connection (resets on reconnect).",
+    );
+    for p in &peers {
+        if let Some((tx, rx)) = p.udp_bytes {
+            let name = escape(&p.name);
+            let _ = writeln!(
+                out,
+                "pom_mesh_udp_bytes_total{{peer=\"{name}\",direction=\"tx\"}} {tx}\npom_mesh_udp_bytes_total{{peer=\"{name}\",direction=\"rx\"}} {rx}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "pom_mesh_dropped_frames_total",
+        "counter",
+        "Frames dropped because a peer's send queue was full.",
+    );
+    let dropped = state.board.mesh().map_or(0, |m| m.dropped_frames);
+    let _ = writeln!(out, "pom_mesh_dropped_frames_total {dropped}");
 
     let scheduler = &state.scheduler;
     family(

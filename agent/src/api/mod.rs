@@ -198,6 +198,10 @@ async fn mesh(State(state): State<ApiState>) -> axum::Json<Value> {
             json!({ "policy": policy, "voters": v.voters, "required": v.quorum.required(v.voters) })
         },
     );
+    let notifications = view.as_ref().map_or(
+        Value::Null,
+        |v| json!({ "sending": v.log.0, "sent": v.log.1 }),
+    );
     let peers: Vec<Value> = view
         .map(|v| v.peers)
         .unwrap_or_default()
@@ -230,6 +234,7 @@ async fn mesh(State(state): State<ApiState>) -> axum::Json<Value> {
             "version": state.info.version,
             "isolated": state.board.is_isolated(),
             "quorum": quorum,
+            "notifications": notifications,
         },
         "peers": peers,
     }))

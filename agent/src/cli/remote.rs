@@ -37,6 +37,7 @@ async fn call(args: &ApiArgs, method: &Method, path: &str) -> anyhow::Result<(St
         body: Bytes::new(),
         tls: &tls,
         max_body: 16 << 20,
+        user_agent: None,
     };
     let answer = tokio::time::timeout(TIMEOUT, http::send(&request))
         .await

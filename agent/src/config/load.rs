@@ -129,19 +129,16 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
     Ok(config)
 }
 
-/// The hash of what every host's file must agree on: the TOML document without `[agent]` and
-/// without the host-specific keys of `[mesh]`, re-serialized in key order (so comments, layout
+/// The hash of what every agent must agree on to reach the same verdicts: the targets, checks,
+/// heartbeats and alert rules, that is the TOML document without `[agent]` and `[mesh]` (which
+/// differ per host: names, paths, addresses), re-serialized in key order (so comments, layout
 /// and key order do not count).
 fn shared_hash(text: &str) -> [u8; 32] {
     let Ok(mut doc) = toml::from_str::<toml::Table>(text) else {
         return [0; 32];
     };
     doc.remove("agent");
-    if let Some(toml::Value::Table(mesh)) = doc.get_mut("mesh") {
-        for key in ["listen", "ca_cert", "cert", "key"] {
-            mesh.remove(key);
-        }
-    }
+    doc.remove("mesh");
     let canonical = toml::to_string(&doc).unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
     let mut out = [0; 32];

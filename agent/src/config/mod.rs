@@ -46,9 +46,8 @@ pub struct Config {
     /// Push heartbeats that outside jobs must send.
     #[serde(default)]
     pub heartbeats: Vec<HeartbeatConfig>,
-    /// SHA-256 of the shared part of the file: everything but `[agent]` and the host-specific
-    /// keys of `[mesh]` (listen address and certificate paths). Agents compare it to detect
-    /// config drift.
+    /// SHA-256 of the shared part of the file: everything but `[agent]` and `[mesh]`. Agents
+    /// compare it to detect config drift.
     #[serde(skip)]
     pub shared_hash: [u8; 32],
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use mesh_proto::notify_log::NotificationKey;
 use mesh_proto::quorum::{LivenessPolicy, PeerState, QuorumPolicy};
 use mesh_proto::{
-    AlertEvent, CheckId, CheckKind, ConfigHash, FrameV1, Heartbeat, Hello, LogEntry, MeshSettings,
-    MeshState, Observation, PROTOCOL_VERSION, ProbeNow, Status, Timestamp,
+    AlertEvent, CheckId, CheckKind, ConfigHash, FrameV1, Heartbeat, Hello, LogEntry, LogState,
+    MeshSettings, MeshState, Observation, PROTOCOL_VERSION, ProbeNow, Status, Timestamp,
 };
 use tokio::sync::mpsc;
 
@@ -120,6 +120,9 @@ pub struct PeerInfo {
     /// When its mesh certificate expires (Unix seconds).
     #[serde(skip)]
     pub cert_not_after: Option<i64>,
+    /// UDP bytes sent to and received from it on the current connection.
+    #[serde(skip)]
+    pub udp_bytes: Option<(u64, u64)>,
 }
 
 /// What the monitor must do after an event.
@@ -486,6 +489,7 @@ impl Node {
                     .config_hash
                     .is_some_and(|h| h != self.setup.config_hash),
                 cert_not_after: self.peer_certs.get(name).copied(),
+                udp_bytes: self.transport.udp_bytes(name),
             })
             .collect()
     }
@@ -493,6 +497,22 @@ impl Node {
     /// Says Bye and closes the transport.
     pub async fn shutdown(&self) {
         self.transport.shutdown("shutting down").await;
+    }
+
+    /// Notification-log entries in state `sending`, and in state `sent`.
+    pub fn log_counts(&self) -> (usize, usize) {
+        self.state
+            .log()
+            .entries()
+            .fold((0, 0), |(sending, sent), e| match e.state {
+                LogState::Sending => (sending + 1, sent),
+                LogState::Sent => (sending, sent + 1),
+            })
+    }
+
+    /// Frames dropped because a peer's queue was full.
+    pub fn dropped_frames(&self) -> u64 {
+        self.transport.dropped_frames()
     }
 
     /// The transport's UDP address.

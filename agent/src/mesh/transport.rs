@@ -224,6 +224,14 @@ impl Transport {
         lock(&self.shared.links).get(peer).map(|l| l.conn.rtt())
     }
 
+    /// UDP bytes sent to and received from `peer` on its current connection.
+    pub fn udp_bytes(&self, peer: &str) -> Option<(u64, u64)> {
+        lock(&self.shared.links).get(peer).map(|l| {
+            let stats = l.conn.stats();
+            (stats.udp_tx.bytes, stats.udp_rx.bytes)
+        })
+    }
+
     /// Whether `peer` is connected.
     pub fn is_connected(&self, peer: &str) -> bool {
         lock(&self.shared.links).contains_key(peer)

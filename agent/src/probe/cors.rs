@@ -52,6 +52,7 @@ pub async fn probe(spec: &CorsSpec, ctx: &ProbeContext) -> Outcome {
         body: Bytes::new(),
         tls: &trust.http,
         max_body: MAX_PREFLIGHT_BODY,
+        user_agent: ctx.user_agent.as_ref(),
     };
     let label = format!("OPTIONS {} from {}", spec.url.path(), spec.origin);
     let response = match http::send(&request).await {

@@ -39,6 +39,8 @@ pub struct Request<'a> {
     pub tls: &'a Arc<ClientConfig>,
     /// The most body bytes to read.
     pub max_body: usize,
+    /// The `User-Agent`; `None`: [`USER_AGENT_VALUE`].
+    pub user_agent: Option<&'a HeaderValue>,
 }
 
 /// An answer, with its body cut at the cap.
@@ -147,7 +149,12 @@ where
     if let Ok(value) = HeaderValue::from_str(authority) {
         headers.insert(HOST, value);
     }
-    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers.insert(
+        USER_AGENT,
+        req.user_agent
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(USER_AGENT_VALUE)),
+    );
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     for (name, value) in req.headers {
         headers.insert(name.clone(), value.clone());

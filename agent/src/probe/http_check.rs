@@ -38,6 +38,7 @@ pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext) -> Outcome {
             body: body.clone(),
             tls: &trust.http,
             max_body: MAX_BODY_BYTES,
+            user_agent: ctx.user_agent.as_ref(),
         };
         let response = match http::send(&request).await {
             Ok(response) => response,

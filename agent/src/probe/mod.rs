@@ -92,6 +92,23 @@ pub struct ProbeContext {
     pub dns: dns::Resolvers,
     /// The RDAP bootstrap cache.
     pub rdap: whois::RdapBootstrap,
+    /// The `User-Agent` of HTTP probes; `None`: [`http::USER_AGENT_VALUE`].
+    pub user_agent: Option<hyper::header::HeaderValue>,
+}
+
+impl ProbeContext {
+    /// A context whose HTTP probes name `agent` in their `User-Agent`
+    /// (`pom/0.1.0 (agent edge)`), so a target's access log tells which agent asked.
+    pub fn for_agent(agent: &str) -> Self {
+        Self {
+            user_agent: hyper::header::HeaderValue::from_str(&format!(
+                "{} (agent {agent})",
+                http::USER_AGENT_VALUE
+            ))
+            .ok(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Runs one probe under its timeout.

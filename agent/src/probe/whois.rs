@@ -419,6 +419,7 @@ async fn get(
             body: Bytes::new(),
             tls,
             max_body: MAX_BODY_BYTES,
+            user_agent: None,
         };
         let response = http::send(&request).await.map_err(|e| {
             let detail = failure(&format!("{what} {url}"), &e);

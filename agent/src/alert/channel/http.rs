@@ -134,6 +134,7 @@ impl Client {
             body,
             tls: &self.tls,
             max_body: MAX_ANSWER,
+            user_agent: None,
         };
         let answer = http::send(&request).await.map_err(|e| match e {
             // Its text quotes the URL, which may be the secret.

@@ -275,7 +275,13 @@ impl Daemon {
             tracing::error!(moved_to = %moved.display(),
                 "the database was unreadable and has been moved aside; started with a fresh one");
         }
-        let mesh = match mesh_setup(&built.config, instance_id.as_ref())? {
+        // The mesh tells a restart from a reconnect by the Hello's instance id, so it carries
+        // this start's own suffix after the persistent id.
+        let start_id = format!(
+            "{instance_id}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let mesh = match mesh_setup(&built.config, &start_id)? {
             Some(setup) => {
                 let node = Node::start(setup, built.monitor.vote_checks(), monitor::now())?;
                 tracing::info!(listen = ?node.local_addr(), "mesh listening (QUIC, mutual TLS)");
@@ -364,7 +370,7 @@ impl Daemon {
             token,
             heartbeats,
             api_addr,
-            instance_id: instance_id.to_string(),
+            instance_id: start_id,
             stop,
             tasks,
         })

@@ -323,3 +323,58 @@ async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
         assert_eq!(firings.len(), 1, "{firings:?}");
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_mesh_certificate_for_new_connections_and_keeps_live_ones() {
+    let mut mesh = Mesh::start("10s").await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        let disconnects = |agent: &Agent| agent.log().matches("peer disconnected").count();
+        let edge_disconnects = disconnects(&mesh.agents[1]);
+
+        // astra gets a certificate that expires in 10 days, inside the 14-day warning.
+        let certs = mesh.dir.path().join("astra").join("mesh-astra");
+        pom::pki::issue("astra", &mesh.ca, &certs, 10, true).unwrap();
+        mesh.agents[0].signal("-HUP");
+        poll("astra to reload", || {
+            mesh.agents[0].log().contains("config reloaded")
+        });
+        poll("mesh_cert_expiry for astra", || {
+            !alerts(&mesh.sink, "mesh_cert_expiry:astra", "firing").is_empty()
+        });
+
+        // The live connections were kept.
+        mesh.agents[1].wait_runs(3);
+        assert_eq!(
+            disconnects(&mesh.agents[1]),
+            edge_disconnects,
+            "{}",
+            mesh.agents[1].log()
+        );
+        mesh.wait_connected(&[0, 1, 2]);
+
+        // A new connection presents the new certificate: vps, restarted, sees its expiry.
+        mesh.agents[2].kill9();
+        mesh.agents[2].spawn();
+        mesh.wait_connected(&[0, 1, 2]);
+        poll("vps to see astra's new certificate", || {
+            let peers = mesh_status(&mesh.agents[2])["peers"].clone();
+            let astra = peers
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "astra")
+                .cloned()
+                .unwrap_or_default();
+            let not_after = astra["cert_not_after"].as_str().unwrap_or("").to_owned();
+            let ten_days = time::OffsetDateTime::now_utc() + time::Duration::days(11);
+            time::OffsetDateTime::parse(&not_after, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|t| t < ten_days)
+        });
+        for i in [0, 1, 2] {
+            mesh.agents[i].wait_runs(3);
+        }
+        let pages = alerts(&mesh.sink, "mesh_cert_expiry:astra", "firing");
+        assert_eq!(pages.len(), 1, "{pages:?}");
+    });
+}

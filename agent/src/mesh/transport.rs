@@ -349,6 +349,13 @@ impl Transport {
             };
             if !self.is_connected(&peer) {
                 match self.dial(&peer, &addr).await {
+                    Ok(conn) if self.is_connected(&peer) => {
+                        // The peer dialed us meanwhile (a dial can take a second when its first
+                        // packet found nobody listening): keep that link, drop this one before
+                        // its Hello, so neither side ever registers it.
+                        failures = 0;
+                        conn.close(CLOSE_DUPLICATE.into(), b"already connected");
+                    }
                     Ok(conn) => {
                         failures = 0;
                         self.establish(conn, Some(peer.clone())).await;

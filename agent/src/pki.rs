@@ -187,7 +187,8 @@ pub fn issue(
 
 /// An agent name must be a DNS name: letters, digits and hyphens in dot-separated labels of at
 /// most 63 characters, 253 in all. It is what peers match against `[[mesh.peers]] name`.
-fn check_name(name: &str) -> Result<(), PkiError> {
+/// Checks that `name` can be an agent name in a mesh certificate: a DNS name.
+pub(crate) fn check_name(name: &str) -> Result<(), PkiError> {
     let bad = |reason: &str| PkiError::BadName {
         name: name.to_owned(),
         reason: reason.to_owned(),

@@ -244,6 +244,19 @@ fn mesh_and_channel_rules_are_enforced() {
         "{report}"
     );
     assert_eq!(report.lines().count(), 2, "{report}");
+    // In a mesh, names are certificate names: DNS names.
+    let names = format!(
+        "[agent]\nname = \"edge_1\"\n[mesh]\n[[mesh.peers]]\nname = \"vps box\"\naddr = \"10.0.0.1:9101\"\n{TARGET}[targets.health]\n"
+    );
+    let report = errors(&names);
+    assert!(
+        report.contains("agent.name: with [mesh], the agent name is a certificate name"),
+        "{report}"
+    );
+    assert!(
+        report.contains("mesh.peers[0].name: a peer name is a certificate name"),
+        "{report}"
+    );
     let hook = format!(
         "[[alerts.channels]]\nname = \"h\"\ntype = \"webhook\"\n{TARGET}[targets.health]\n"
     );

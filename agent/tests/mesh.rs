@@ -204,6 +204,33 @@ async fn a_killed_agent_is_reported_missing_once() {
             .unwrap()["state"]
             .clone();
         assert_eq!(state, "missing");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pom"))
+            .args(["mesh", "--api", &mesh.agents[1].api])
+            .env("POM_API_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "a missing peer is critical: {text}"
+        );
+        assert!(text.contains("this agent: edge"), "{text}");
+        assert!(
+            text.contains("2 voting agents now, 2 failing votes confirm"),
+            "{text}"
+        );
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(name))
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(row("vps").contains("missing"), "{text}");
+        assert!(
+            row("astra").contains("alive") && row("astra").contains(" up "),
+            "{text}"
+        );
 
         // It comes back: resolved once.
         mesh.agents[2].spawn();

@@ -128,6 +128,16 @@ pub(super) async fn mesh(args: ApiArgs) -> anyhow::Result<u8> {
             ""
         }
     );
+    let quorum = &me["quorum"];
+    if let Some(required) = quorum["required"].as_u64() {
+        println!(
+            "quorum: {} — {} voting agents now, {required} failing votes confirm",
+            quorum["policy"]
+                .as_str()
+                .map_or_else(|| quorum["policy"].to_string(), str::to_owned),
+            quorum["voters"]
+        );
+    }
     let peers = body["peers"].as_array().cloned().unwrap_or_default();
     if peers.is_empty() {
         println!("no peers: this agent is its own quorum of one");
@@ -138,6 +148,7 @@ pub(super) async fn mesh(args: ApiArgs) -> anyhow::Result<u8> {
         "peer",
         "addr",
         "state",
+        "link",
         "last heartbeat",
         "rtt",
         "clock skew",
@@ -149,15 +160,36 @@ pub(super) async fn mesh(args: ApiArgs) -> anyhow::Result<u8> {
         if field(p, "state") != "alive" {
             code = 2;
         }
+        let hash = field(p, "config_hash");
+        let config = match (hash.get(..12), p["config_drift"].as_bool()) {
+            (Some(short), Some(true)) => format!("{short}… DRIFT"),
+            (Some(short), _) => format!("{short}…"),
+            (None, _) => hash,
+        };
+        let ms = |key: &str| {
+            p[key]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
+        };
+        let mut state = field(p, "state");
+        if p["isolated"].as_bool() == Some(true) {
+            state.push_str(" (isolated)");
+        }
         table.add_row([
             field(p, "name"),
             field(p, "addr"),
-            field(p, "state"),
+            state,
+            if p["connected"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            }
+            .to_owned(),
             field(p, "last_heartbeat"),
-            field(p, "rtt_ms"),
-            field(p, "clock_skew_ms"),
+            ms("rtt_ms"),
+            ms("clock_skew_ms"),
             field(p, "version"),
-            field(p, "config_hash"),
+            config,
         ]);
     }
     println!("{table}");

@@ -187,8 +187,25 @@ impl Validator {
                 Seg::Key(key),
             ]
         };
+        // Agents find each other by the names in their certificates, which are DNS names.
+        if let Err(crate::pki::PkiError::BadName { reason, .. }) =
+            crate::pki::check_name(&config.agent.name)
+        {
+            self.report(
+                vec![Seg::Key("agent"), Seg::Key("name")],
+                format!("with [mesh], the agent name is a certificate name: {reason}"),
+            );
+        }
         for (i, peer) in mesh.peers.iter().enumerate() {
             self.name(peer_path(i, "name"), "peer", &peer.name);
+            if let Err(crate::pki::PkiError::BadName { reason, .. }) =
+                crate::pki::check_name(&peer.name)
+            {
+                self.report(
+                    peer_path(i, "name"),
+                    format!("a peer name is a certificate name: {reason}"),
+                );
+            }
             if !is_host_port(&peer.addr) {
                 self.report(
                     peer_path(i, "addr"),

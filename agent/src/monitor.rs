@@ -471,9 +471,14 @@ impl Monitor {
             },
         );
         let agent = &self.config.agent;
+        let alone = self.mesh.is_none();
         self.board.update(id, |state| {
             state.status = Some(status);
-            state.votes = BTreeMap::from([(agent.clone(), status)]);
+            if alone {
+                state.votes = BTreeMap::from([(agent.clone(), status)]);
+            } else {
+                state.votes.insert(agent.clone(), status); // the others' come each round
+            }
             state.last_checked = Some(now);
             state.latency_ms = Some(latency_ms);
             state.detail.clone_from(&detail);

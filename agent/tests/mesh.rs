@@ -7,6 +7,12 @@
 mod process;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
 
 use pom::testbed::http::TestServer;
 use process::*;
@@ -56,14 +62,20 @@ struct Mesh {
 
 impl Mesh {
     async fn start(cooldown: &str) -> Self {
+        Self::start_with(cooldown, None).await
+    }
+
+    /// Like [`start`](Self::start), with `targets` (config) instead of the `shop` target.
+    async fn start_with(cooldown: &str, targets: Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         pom::pki::init_ca(&ca, 365, false).unwrap();
         let (sink, sink_server) = Sink::start().await;
         let (target, target_server) = Target::start().await;
         let url = hook_url(&sink_server);
-        let shared =
-            alerts_section(cooldown) + WEBHOOK + &process::target("shop", target_server.port(), "");
+        let shared = alerts_section(cooldown)
+            + WEBHOOK
+            + &targets.unwrap_or_else(|| process::target("shop", target_server.port(), ""));
         let ports: Vec<u16> = NAMES.iter().map(|_| free_udp_port()).collect();
         let mut mesh = Self {
             sink,
@@ -403,5 +415,72 @@ async fn sighup_reloads_the_mesh_certificate_for_new_connections_and_keeps_live_
         }
         let pages = alerts(&mesh.sink, "mesh_cert_expiry:astra", "firing");
         assert_eq!(pages.len(), 1, "{pages:?}");
+    });
+}
+
+/// A target that never answers the agent `vps` while `blocked` is set: its probes time out, as
+/// if vps had lost its network. Everyone else gets 200.
+async fn blocking_target(blocked: Arc<AtomicBool>) -> TestServer {
+    let router = Router::new().route(
+        "/health",
+        get(move |headers: HeaderMap| {
+            let blocked = blocked.clone();
+            async move {
+                let from_vps = headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ua| ua.contains("(agent vps)"));
+                if from_vps && blocked.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await; // never answers: the probe times out
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    TestServer::http(router).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_loses_its_network_is_reported_by_its_peers_and_pages_nothing_else() {
+    let blocked = Arc::new(AtomicBool::new(false));
+    let shop = blocking_target(blocked.clone()).await;
+    let cdn = blocking_target(blocked.clone()).await;
+    let targets =
+        process::target("shop", shop.port(), "") + &process::target("cdn", cdn.port(), "");
+    let mesh = Mesh::start_with("10s", Some(targets)).await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        blocked.store(true, Ordering::SeqCst);
+        poll("monitoring_offline for vps", || {
+            !alerts(&mesh.sink, "monitoring_offline:vps", "firing").is_empty()
+        });
+        let page = alerts(&mesh.sink, "monitoring_offline:vps", "firing").remove(0);
+        assert_eq!(
+            page["sent_by"], "astra",
+            "its peers say it, off-box: {page}"
+        );
+        assert_eq!(page["target"], "vps");
+        // vps still reaches its peers, so it is not isolated: its votes count, and lose.
+        poll("vps to see its own failures as local", || {
+            let status = mesh.agents[2].status();
+            status["checks"].as_array().unwrap().iter().all(|check| {
+                check["votes"]["vps"] == "unreachable"
+                    && check["votes"]["astra"] == "operational"
+                    && check["verdict"] == "local_only"
+            })
+        });
+        blocked.store(false, Ordering::SeqCst);
+        poll("monitoring_offline resolved", || {
+            !alerts(&mesh.sink, "monitoring_offline:vps", "resolved").is_empty()
+        });
+        for agent in &mesh.agents {
+            agent.wait_runs(4);
+        }
+        let all = mesh.sink.alerts();
+        assert_eq!(
+            all.len(),
+            2,
+            "one firing, one resolved, no target alert: {all:?}"
+        );
     });
 }

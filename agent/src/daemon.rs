@@ -283,7 +283,18 @@ impl Daemon {
         );
         let mesh = match mesh_setup(&built.config, &start_id)? {
             Some(setup) => {
-                let node = Node::start(setup, built.monitor.vote_checks(), monitor::now())?;
+                let heartbeats: Vec<CheckId> = built
+                    .monitor
+                    .heartbeats
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let node = Node::start(
+                    setup,
+                    &built.monitor.vote_checks(),
+                    &heartbeats,
+                    monitor::now(),
+                )?;
                 tracing::info!(listen = ?node.local_addr(), "mesh listening (QUIC, mutual TLS)");
                 Some(node)
             }

@@ -397,7 +397,9 @@ impl Monitor {
     fn reconfigure(&mut self, config: MonitorConfig, mesh: Option<MeshSetup>) {
         match (&mut self.mesh, mesh) {
             (Some(node), Some(setup)) => {
-                if let Err(e) = node.reconfigure(setup, config.vote_checks(), now()) {
+                let heartbeats: Vec<CheckId> =
+                    config.heartbeats.iter().map(|(id, _)| id.clone()).collect();
+                if let Err(e) = node.reconfigure(setup, &config.vote_checks(), &heartbeats, now()) {
                     tracing::error!(error = %e, "mesh reload failed; the mesh keeps its old settings");
                 }
             }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use mesh_proto::codec;
 use mesh_proto::{
-    CheckId, CheckKind, ConfigHash, Frame, FrameV1, Hello, Observation, ProbeNow, Status, Timestamp,
+    AlertEvent, CheckId, CheckKind, ConfigHash, Frame, FrameV1, Hello, LogEntry, LogState,
+    Observation, ProbeNow, Status, Timestamp,
 };
 use pom::mesh::tls::MeshTls;
 use pom::testbed::http::TestServer;
@@ -83,6 +84,19 @@ async fn sent_then_closed(peer: &Peer, addr: SocketAddr, bytes: &[&[u8]], finish
         quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
         other => panic!("expected an application close, got {other}"),
     }
+}
+
+/// A vote of edge's on `shop/health`: once the agent shows it, it has handled every frame sent
+/// before it on the same stream.
+fn marker_for(status: Status) -> Vec<u8> {
+    codec::encode(&Frame::V1(FrameV1::Observations(vec![Observation {
+        check: CheckId::new("shop", CheckKind::Health).unwrap(),
+        status,
+        latency_ms: None,
+        detail: "marker".into(),
+        at: pom::monitor::now(),
+    }])))
+    .unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -205,14 +219,7 @@ async fn bad_input_on_the_mesh_port_is_dropped_and_the_agent_keeps_running() {
         stream.write_all(&flood).await.unwrap(); // 100,000 ProbeNow frames
     }
     // A vote after the flood: once the agent shows it, it has handled every frame before it.
-    let marker = codec::encode(&Frame::V1(FrameV1::Observations(vec![Observation {
-        check: CheckId::new("shop", CheckKind::Health).unwrap(),
-        status: Status::Error,
-        latency_ms: None,
-        detail: "after the flood".into(),
-        at: pom::monitor::now(),
-    }])))
-    .unwrap();
+    let marker = marker_for(Status::Error);
     stream.write_all(&marker).await.unwrap();
     tokio::task::block_in_place(|| {
         poll("the flood to be handled", || {
@@ -238,5 +245,36 @@ async fn bad_input_on_the_mesh_port_is_dropped_and_the_agent_keeps_running() {
         "memory grew from {rss_before} KiB to {rss_after} KiB"
     );
     assert!(alive(&agent));
+
+    // 8. Log entries about things not configured here are dropped, not kept for a day.
+    for batch in 0..40 {
+        let entries: Vec<LogEntry> = (0..256)
+            .map(|i| LogEntry {
+                subject: format!("made-up-{batch}-{i}/health"),
+                incident: format!("made-up-{batch}-{i}/health@1"),
+                event: AlertEvent::Firing,
+                repeat: 0,
+                sent_by: "edge".into(),
+                at: pom::monitor::now(),
+                state: LogState::Sending,
+            })
+            .collect();
+        let frame = codec::encode(&Frame::V1(FrameV1::NotificationLog(entries))).unwrap();
+        stream.write_all(&frame).await.unwrap();
+    }
+    let late = marker_for(Status::Operational);
+    stream.write_all(&late).await.unwrap();
+    tokio::task::block_in_place(|| {
+        poll("the log flood to be handled", || {
+            agent.status()["checks"][0]["votes"]["edge"] == "operational"
+        });
+        let body = http_get(&format!("{}/api/mesh", agent.api), Some(TOKEN)).unwrap();
+        let mesh: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // What remains is astra's own claim of `config_drift:edge` (this test's Hello carries
+        // another config hash), not one of the 10,240 made-up entries.
+        let held = mesh["self"]["notifications"]["sending"].as_u64().unwrap()
+            + mesh["self"]["notifications"]["sent"].as_u64().unwrap();
+        assert!(held <= 2, "{mesh}");
+    });
     conn.close(0u32.into(), b"done");
 }

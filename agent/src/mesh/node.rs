@@ -15,7 +15,7 @@
 //! [`PROBE_NOW_EVERY`], and a budget of [`PROBE_NOW_BURST`] per peer refilled at one per
 //! second, so a flood costs the peer its requests, not this agent its probes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use mesh_proto::notify_log::NotificationKey;
 use mesh_proto::quorum::{LivenessPolicy, PeerState, QuorumPolicy};
 use mesh_proto::{
     AlertEvent, CheckId, CheckKind, ConfigHash, FrameV1, Heartbeat, Hello, LogEntry, LogState,
-    MeshSettings, MeshState, Observation, PROTOCOL_VERSION, ProbeNow, Status, Timestamp,
+    MeshSettings, MeshState, Observation, PROTOCOL_VERSION, ProbeNow, Status, Subject, Timestamp,
 };
 use tokio::sync::mpsc;
 
@@ -164,13 +164,17 @@ pub struct Node {
     pings_told: BTreeMap<String, Timestamp>,
     /// This agent's latest observation of each check, sent to a peer when it connects.
     latest_own: BTreeMap<CheckId, Observation>,
+    /// The configured checks and push heartbeats, as subjects: log entries about anything else
+    /// are dropped, so a peer cannot grow the log with made-up subjects.
+    subjects: BTreeSet<String>,
 }
 
 impl Node {
     /// Starts the transport and an empty view of the mesh with `checks` (id, freshness).
     pub fn start(
         setup: MeshSetup,
-        checks: impl IntoIterator<Item = (CheckId, i64)>,
+        checks: &[(CheckId, i64)],
+        heartbeats: &[CheckId],
         now: Timestamp,
     ) -> Result<Self, TransportError> {
         let (tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -182,7 +186,8 @@ impl Node {
             tx,
         )?;
         Ok(Self {
-            state: MeshState::new(setup.settings(), checks, now),
+            state: MeshState::new(setup.settings(), checks.iter().cloned(), now),
+            subjects: subjects(checks, heartbeats),
             setup,
             transport,
             events,
@@ -202,12 +207,15 @@ impl Node {
     pub fn reconfigure(
         &mut self,
         setup: MeshSetup,
-        checks: impl IntoIterator<Item = (CheckId, i64)>,
+        checks: &[(CheckId, i64)],
+        heartbeats: &[CheckId],
         now: Timestamp,
     ) -> Result<(), TransportError> {
         self.transport.reload(&setup.tls, setup.peers.clone())?;
         self.transport.set_hello(setup.hello(now));
-        self.state.reconfigure(setup.settings(), checks, now);
+        self.state
+            .reconfigure(setup.settings(), checks.iter().cloned(), now);
+        self.subjects = subjects(checks, heartbeats);
         let state = &self.state;
         self.latest_own
             .retain(|id, _| state.votes(id).next().is_some());
@@ -377,11 +385,28 @@ impl Node {
             }
             FrameV1::NotificationLog(entries) => {
                 for entry in entries {
-                    self.state.merge_log(entry);
+                    if self.knows(&entry.subject) {
+                        self.state.merge_log(entry);
+                    } else {
+                        tracing::debug!(peer = %peer, subject = %entry.subject,
+                            "log entry about something not configured here; dropped");
+                    }
                 }
                 Vec::new()
             }
             FrameV1::Hello(_) | FrameV1::Bye(_) => Vec::new(), // the transport handles these
+        }
+    }
+
+    /// Whether a log entry about `subject` may be kept: a configured check or push heartbeat,
+    /// or a condition of an agent of the mesh.
+    fn knows(&self, subject: &str) -> bool {
+        match subject.parse::<Subject>() {
+            Ok(Subject::Check(_)) => self.subjects.contains(subject),
+            Ok(Subject::Agent { agent, .. }) => {
+                agent == self.setup.me || self.setup.peers.contains_key(&agent)
+            }
+            Ok(Subject::MonitoringOffline) | Err(_) => false,
         }
     }
 
@@ -448,7 +473,7 @@ impl Node {
             out.push((key, alert));
         }
         // Pages covered by someone else's claim are no longer owed.
-        let owed: std::collections::BTreeSet<&NotificationKey> = self.state.owed().collect();
+        let owed: BTreeSet<&NotificationKey> = self.state.owed().collect();
         self.held.retain(|k, _| owed.contains(k));
         out
     }
@@ -519,6 +544,16 @@ impl Node {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.transport.local_addr()
     }
+}
+
+/// The string forms of every check and push heartbeat.
+fn subjects(checks: &[(CheckId, i64)], heartbeats: &[CheckId]) -> BTreeSet<String> {
+    checks
+        .iter()
+        .map(|(id, _)| id)
+        .chain(heartbeats)
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn millis(d: Duration) -> i64 {

@@ -1,4 +1,4 @@
-//! `pom check` and `pom demo` as a deploy pipeline runs them: the real binary, its exit codes
+//! `pom check` as a deploy pipeline runs it: the real binary, its exit codes
 //! (Nagios convention) and its JSON contract, against servers in this test process.
 
 use std::path::Path;
@@ -152,64 +152,4 @@ async fn json_output_is_the_contract_shape() {
     insta::with_settings!({filters => vec![(r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"), (r"tcp:\d+", "tcp:[port]")]}, {
         insta::assert_json_snapshot!(json, {".results[].latency_ms" => "[latency]"});
     });
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_shows_every_status_and_exits_0() {
-    let out = tokio::task::spawn_blocking(|| {
-        Command::new(env!("CARGO_BIN_EXE_pom"))
-            .args(["demo", "--output", "json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let status = |id: &str| {
-        json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"].as_str().is_some_and(|i| i.starts_with(id)))
-            .map(|r| {
-                (
-                    r["status"].as_str().unwrap().to_owned(),
-                    r["detail"].as_str().unwrap().to_owned(),
-                )
-            })
-            .unwrap_or_else(|| panic!("no {id} in {json}"))
-    };
-    for id in [
-        "shop/health",
-        "shop/tls",
-        "shop/route:/login",
-        "shop/route:/api/pilot-request",
-        "shop/cors",
-        "shop/dns:A:shop.example",
-    ] {
-        assert_eq!(status(id).0, "operational", "{id}: {}", status(id).1);
-    }
-    let (edge_tls, detail) = status("edge/tls");
-    assert_eq!(edge_tls, "error");
-    assert!(
-        detail.contains("self-signed default certificate CN=TRAEFIK DEFAULT CERT"),
-        "{detail}"
-    );
-    assert_eq!(status("edge/health").0, "error");
-    let (edge_dns, detail) = status("edge/dns");
-    assert_eq!(edge_dns, "error");
-    assert!(
-        detail.contains("expected [203.0.113.7], got [198.51.100.9]"),
-        "{detail}"
-    );
-    assert_eq!(status("api/health").0, "degraded");
-    assert_eq!(status("api/tls").0, "degraded");
-    assert_eq!(status("legacy/health").0, "unreachable");
-    assert_eq!(status("legacy/tcp").0, "unreachable");
 }

@@ -20,6 +20,11 @@
 //! adopts the claimer's incident id ([`MeshState::incident_alias`]), so a later `resolved` sent
 //! by a survivor carries the id of the `firing` it resolves.
 //!
+//! **Holding, not dropping.** A `sent` claim discharges the page. A `sending` claim only holds
+//! it: the claimer may die before it sends. The page stays owed until the `sent` arrives, and if
+//! the claimer goes missing or comes back as a new instance (its Hello says so), the takeover
+//! order of [`crate::notify_log`] applies from its claim on.
+//!
 //! No I/O and no clock: the transport delivers, the agent decides when to ask.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -461,7 +466,12 @@ impl MeshState {
         let mut out = Vec::new();
         for (name, view) in &self.peers {
             let missing = self.peer_state(name, now) == PeerState::Missing;
-            out.push((Subject::agent(AlertKind::PeerMissing, name), missing));
+            // A peer not heard from since watching started (this agent just started) is not
+            // known to be back: its `peer_missing` keeps its state until a heartbeat or the
+            // missing deadline says.
+            if missing || view.last_heartbeat.is_some() {
+                out.push((Subject::agent(AlertKind::PeerMissing, name), missing));
+            }
             out.push((
                 Subject::agent(AlertKind::MonitoringOffline, name),
                 offline.contains(name),
@@ -600,9 +610,11 @@ impl MeshState {
 
     /// The claim that covers `key`, owed since `since`: its own entry, else another agent's
     /// claim of the same transition made at most the match window before `since` and not
-    /// matched to another page of this agent. Among several, a `sent` one first, then one whose
-    /// agent is still sending (eligible, not restarted), then the earliest. This agent's own
-    /// claims of other incidents never cover a page.
+    /// matched to another page of this agent. Among several, one that still stands (`sent`, or
+    /// its agent still sending: eligible, not restarted) first; among those, the one this page
+    /// already matched (a held page keeps its claim, and leaves later claims to later pages),
+    /// then a `sent` one, then the earliest. This agent's own claims of other incidents never
+    /// cover a page.
     fn covering_claim(
         &self,
         key: &NotificationKey,
@@ -628,12 +640,10 @@ impl MeshState {
                     .is_none_or(|mine| mine == key)
             })
             .min_by_key(|e| {
-                let standing = match e.state {
-                    LogState::Sent => 0,
-                    LogState::Sending if eligible.contains(&e.sent_by) && !self.abandoned(e) => 1,
-                    LogState::Sending => 2,
-                };
-                (standing, e.at, e.sent_by.clone())
+                let sent = e.state == LogState::Sent;
+                let stands = sent || (eligible.contains(&e.sent_by) && !self.abandoned(e));
+                let mine = self.matched.contains_key(&NotificationKey::of(e));
+                (!stands, !mine, !sent, e.at, e.sent_by.clone())
             })
     }
 
@@ -656,5 +666,243 @@ impl MeshState {
                     .insert(key.incident.clone(), claim.incident.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AlertEvent;
+
+    const FRESH: i64 = 11_000;
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    fn check(target: &str) -> CheckId {
+        CheckId::new(target, CheckKind::Health).unwrap()
+    }
+
+    fn mesh(me: &str, names: &[&str]) -> MeshState {
+        let settings = MeshSettings {
+            me: me.into(),
+            peers: names.iter().map(|s| (*s).to_owned()).collect(),
+            liveness: LivenessPolicy {
+                heartbeat_interval_ms: 1_000,
+                missed_heartbeats: 3,
+            },
+            quorum: QuorumPolicy::Majority,
+            takeover_ms: 3_000,
+            match_window_ms: 60_000,
+        };
+        MeshState::new(settings, [(check("a"), FRESH), (check("b"), FRESH)], t(0))
+    }
+
+    fn obs(target: &str, status: Status, at: i64) -> Observation {
+        Observation {
+            check: check(target),
+            status,
+            latency_ms: None,
+            detail: String::new(),
+            at: t(at),
+        }
+    }
+
+    fn heartbeat(m: &mut MeshState, from: &str, now: i64) {
+        let hb = Heartbeat {
+            seq: 1,
+            wall_clock: t(now),
+            config_hash: ConfigHash([0; 32]),
+            isolated: false,
+        };
+        assert!(m.on_heartbeat(from, &hb, t(now)));
+    }
+
+    fn hello(m: &mut MeshState, from: &str, instance: &str, now: i64) {
+        m.on_hello(
+            from,
+            Hello {
+                protocol_version: 1,
+                name: from.into(),
+                instance_id: instance.into(),
+                agent_version: "0".into(),
+                config_hash: ConfigHash([0; 32]),
+                wall_clock: t(now),
+            },
+        );
+    }
+
+    fn key(incident: &str) -> NotificationKey {
+        NotificationKey {
+            subject: "a/health".into(),
+            incident: incident.into(),
+            event: AlertEvent::Firing,
+            repeat: 0,
+        }
+    }
+
+    fn claim(by: &str, incident: &str, at: i64, state: LogState) -> LogEntry {
+        LogEntry {
+            subject: "a/health".into(),
+            incident: incident.into(),
+            event: AlertEvent::Firing,
+            repeat: 0,
+            sent_by: by.into(),
+            at: t(at),
+            state,
+        }
+    }
+
+    #[test]
+    fn failures_seen_while_isolated_never_count_after_it() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        m.set_isolated(true);
+        m.observe("edge", obs("a", Status::Unreachable, 10_000));
+        m.observe("edge", obs("b", Status::Unreachable, 10_000));
+        // Back: the peer's votes went stale meanwhile, so the old failures would confirm alone.
+        heartbeat(&mut m, "vps", 12_000);
+        m.set_isolated(false);
+        assert!(m.agreed_statuses(t(12_000)).is_empty());
+        assert_eq!(
+            m.conclusion(&check("a"), t(12_000)).verdict,
+            crate::Verdict::Unknown
+        );
+        // A failure seen once connected counts.
+        m.observe("edge", obs("a", Status::Error, 12_500));
+        assert_eq!(
+            m.agreed_statuses(t(12_600)).get(&check("a")),
+            Some(&Status::Error)
+        );
+    }
+
+    #[test]
+    fn an_isolated_agent_owes_nothing() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        m.set_isolated(true);
+        m.owe(key("a/health@1"), t(1_000));
+        m.set_isolated(false);
+        assert_eq!(m.owed().count(), 0);
+        assert!(m.due(t(100_000)).is_empty());
+    }
+
+    #[test]
+    fn local_only_is_up_for_the_engine() {
+        let mut m = mesh("edge", &["edge", "vps", "astra"]);
+        heartbeat(&mut m, "vps", 1_000);
+        heartbeat(&mut m, "astra", 1_000);
+        m.observe("edge", obs("a", Status::Error, 1_000));
+        m.observe("vps", obs("a", Status::Operational, 1_000));
+        m.observe("astra", obs("a", Status::Operational, 1_000));
+        assert_eq!(
+            m.conclusion(&check("a"), t(1_100)).verdict,
+            crate::Verdict::LocalOnly
+        );
+        assert_eq!(
+            m.agreed_statuses(t(1_100)).get(&check("a")),
+            Some(&Status::Operational),
+            "the same votes feed every agent's engine the same status"
+        );
+    }
+
+    #[test]
+    fn a_peer_not_heard_since_the_start_is_neither_missing_nor_back() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        let missing = |m: &MeshState, now| {
+            m.conditions(ConfigHash([0; 32]), 2_000, t(now))
+                .into_iter()
+                .find(|(s, _)| *s == Subject::agent(AlertKind::PeerMissing, "vps"))
+                .map(|(_, active)| active)
+        };
+        assert_eq!(
+            missing(&m, 1_000),
+            None,
+            "unknown yet: keeps a restored incident"
+        );
+        assert_eq!(missing(&m, 3_000), Some(true));
+        heartbeat(&mut m, "vps", 3_500);
+        assert_eq!(missing(&m, 3_600), Some(false));
+    }
+
+    #[test]
+    fn a_sending_claim_holds_the_page_until_sent() {
+        let mut m = mesh("vps", &["edge", "vps"]);
+        heartbeat(&mut m, "edge", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
+        assert!(m.due(t(1_200)).is_empty());
+        assert_eq!(
+            m.owed().count(),
+            1,
+            "held, not dropped: edge may die before it sends"
+        );
+        assert_eq!(m.incident_alias("a/health@1000"), Some("a/health@900"));
+        m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sent));
+        assert!(m.due(t(1_300)).is_empty());
+        assert_eq!(m.owed().count(), 0);
+    }
+
+    #[test]
+    fn a_claimer_that_dies_mid_send_is_replaced() {
+        let mut m = mesh("vps", &["edge", "vps"]);
+        heartbeat(&mut m, "edge", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
+        assert!(m.due(t(1_200)).is_empty());
+        // edge goes missing (3 heartbeat intervals), and vps, now first, sends.
+        assert!(m.due(t(3_900)).is_empty());
+        let due = m.due(t(4_000));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, key("a/health@1000"));
+    }
+
+    #[test]
+    fn a_claimer_that_restarted_mid_send_is_replaced() {
+        let mut m = mesh("vps", &["edge", "vps"]);
+        hello(&mut m, "edge", "edge#1", 500);
+        heartbeat(&mut m, "edge", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
+        assert!(m.due(t(1_200)).is_empty());
+        // edge restarts before it is missed: live all along, but its claim died with it.
+        hello(&mut m, "edge", "edge#2", 2_000);
+        heartbeat(&mut m, "edge", 2_000);
+        assert_eq!(m.due(t(2_100)).len(), 1);
+    }
+
+    #[test]
+    fn own_claims_of_other_incidents_cover_nothing() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        heartbeat(&mut m, "vps", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        let due = m.due(t(1_000));
+        assert_eq!(due.len(), 1, "edge is the notifier");
+        // Never sent (the channel is down); a new incident of the same check opens.
+        m.owe(key("a/health@20000"), t(20_000));
+        heartbeat(&mut m, "vps", 20_000);
+        let due = m.due(t(20_000));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, key("a/health@20000"));
+    }
+
+    #[test]
+    fn a_held_page_keeps_its_claim_and_leaves_later_ones_to_later_pages() {
+        let mut m = mesh("vps", &["edge", "vps"]);
+        heartbeat(&mut m, "edge", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        m.merge_log(claim("edge", "a/health@900", 1_000, LogState::Sending));
+        assert!(m.due(t(1_100)).is_empty());
+        // Its `sent` is lost. A second incident of the same check: edge claims and sends it.
+        m.owe(key("a/health@30000"), t(30_000));
+        m.merge_log(claim("edge", "a/health@29900", 30_000, LogState::Sent));
+        heartbeat(&mut m, "edge", 30_000);
+        assert!(m.due(t(30_100)).is_empty());
+        assert_eq!(
+            m.owed().collect::<Vec<_>>(),
+            [&key("a/health@1000")],
+            "the second page is covered by the second claim"
+        );
+        heartbeat(&mut m, "edge", 39_000);
+        assert!(m.due(t(40_000)).is_empty(), "nothing sent twice");
     }
 }

@@ -6,8 +6,9 @@
 //! sends, and marks it `sent`. The others hold. An agent at position k of the eligible agents
 //! (name order, 0 = the notifier) sends a notification that nobody claimed once it has been owed
 //! for k × the takeover window, so a crashed notifier is replaced by the next agent, then the
-//! next. A `sending` claim whose agent is no longer eligible (it went missing mid-send) counts
-//! as no claim: losing the notification would be worse than sending it twice.
+//! next. A `sending` claim whose agent is no longer eligible (it went missing mid-send), or that
+//! its agent made before it restarted, counts as no claim: losing the notification would be
+//! worse than sending it twice. Until then, it holds the others' pages; only `sent` ends them.
 //!
 //! Two claims of one notification only happen across a partition; merging keeps the earliest
 //! (then the smallest agent name), so every agent ends up with the same log.

@@ -36,7 +36,6 @@ pub(super) async fn run(args: CheckArgs) -> anyhow::Result<u8> {
 }
 
 /// Runs the checks of `targets` (all when empty) once and prints them; returns the worst status.
-/// `pom demo` shows its services through this same path.
 pub(super) async fn check_and_print(
     config: &Config,
     targets: &[String],

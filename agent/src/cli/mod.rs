@@ -83,7 +83,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Start local demo services (healthy and broken) and check them; no setup, no network.
+    /// Run a 3-agent mesh on loopback and tell what it does: a site goes down, the quorum
+    /// confirms, one alert; an agent is cut off, no false alert; recovery. No setup, no network.
     Demo(DemoArgs),
 }
 
@@ -194,7 +195,8 @@ pub struct CheckArgs {
 /// `pom demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Output format.
+    /// Output format: the story as text (`table`), or one JSON object per event
+    /// (`{"t","kind","text"[,"alert"]}`).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -20,6 +20,13 @@ pub fn to_datetime(t: Timestamp) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A timestamp in RFC 3339, as the API and alert texts show it.
+pub fn rfc3339(t: Timestamp) -> String {
+    to_datetime(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A duration in whole milliseconds, saturating.
 pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -38,7 +38,7 @@ use crate::alert::outbox::DeliveryIds;
 use crate::alert::outbox::Outbox;
 use crate::alert::payload::PAYLOAD_VERSION;
 use crate::board::{Board, MeshView};
-use crate::clock::millis;
+use crate::clock::{millis, rfc3339};
 pub use crate::clock::{now, to_datetime};
 use crate::mesh::node::{Effect, MAX_CLOCK_SKEW_MS};
 use crate::mesh::transport::Event;
@@ -223,6 +223,12 @@ pub struct Monitor {
     mesh: Option<Node>,
     /// Since when this agent is isolated (mesh only).
     isolated_since: Option<Timestamp>,
+    /// In a mesh with no live peer, pages wait until this moment, for every target's canary
+    /// to tell whether the network at fault is this agent's own (mesh only).
+    alone_settle_until: Option<Timestamp>,
+    /// Whether no peer was live at the last round, and whether a check started failing since.
+    was_alone: bool,
+    alone_failure: bool,
     /// Deliveries reported by the outbox (mesh only: they turn claims into `sent`).
     deliveries: (mpsc::Sender<DeliveryIds>, mpsc::Receiver<DeliveryIds>),
 }
@@ -270,6 +276,9 @@ impl Monitor {
         let mut monitor = Self {
             mesh,
             isolated_since: None,
+            alone_settle_until: None,
+            was_alone: false,
+            alone_failure: false,
             deliveries,
 
             engine,
@@ -510,6 +519,9 @@ impl Monitor {
                 detail,
                 at: now,
             };
+            if status.is_failure() && !was_failing {
+                self.alone_failure = true;
+            }
             node.own_observation(observation, previous != Some(status), now);
             return;
         }
@@ -549,6 +561,15 @@ impl Monitor {
             if let Some(canary) = canaries.get(target.as_str())
                 && self.run_now.try_send(canary.id.clone()).is_err()
             {
+                tracing::debug!(check = %canary.id, "scheduler busy; canary skipped");
+            }
+        }
+    }
+
+    /// Runs one check of every target now (mesh: alone, or back from isolation).
+    fn ask_canaries(&self) {
+        for canary in self.config.canaries().values() {
+            if self.run_now.try_send(canary.id.clone()).is_err() {
                 tracing::debug!(check = %canary.id, "scheduler busy; canary skipped");
             }
         }
@@ -784,9 +805,31 @@ impl Monitor {
             return;
         };
         let was_isolated = node.state().is_isolated();
-        let isolated = !node.state().any_peer_live(now) && all_unreachable(&self.own);
-        node.state_mut().set_isolated(isolated);
+        let alone = !node.state().any_peer_live(now);
+        let isolated = alone && all_unreachable(&self.own);
+        node.set_isolated(isolated);
         node.share_pings(&self.board.pings());
+        // Alone, a failure (or the peers' disappearance) may be this agent's own network: ask
+        // every target now, and page nothing until they answered. Then either everything is
+        // unreachable (isolated: nothing goes out), or this agent alerts alone, rightly.
+        if alone
+            && !isolated
+            && (!self.was_alone || self.alone_failure)
+            && self.alone_settle_until.is_none()
+        {
+            tracing::info!("no peer is live: asking every target before alerting alone");
+            self.ask_canaries();
+            self.alone_settle_until = Some(now.add_millis(millis(self.config.settle())));
+        }
+        self.was_alone = alone;
+        self.alone_failure = false;
+        let settling = match self.alone_settle_until {
+            Some(until) if now < until && alone => true,
+            _ => {
+                self.alone_settle_until = None;
+                false
+            }
+        };
         let outage = match (was_isolated, isolated) {
             (false, true) => {
                 tracing::warn!(
@@ -796,9 +839,17 @@ impl Monitor {
                 self.isolated_since = Some(now);
                 None
             }
-            (true, false) => self.isolated_since.take(),
+            (true, false) => {
+                // Fresh votes at once, rather than at each check's next slot.
+                self.ask_canaries();
+                self.isolated_since.take()
+            }
             _ => None,
         };
+        if settling {
+            self.mesh = Some(node);
+            return;
+        }
         for (subject, active) in node
             .state()
             .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
@@ -870,7 +921,9 @@ impl Monitor {
     /// After an isolation ends: one alert with the time range of the local outage.
     async fn report_outage(&mut self, node: &Node, since: Timestamp, now: Timestamp) {
         let me = &self.config.agent;
-        let subject = Subject::agent(AlertKind::MonitoringOffline, me.clone());
+        // Its own subject, `monitoring_offline`: `monitoring_offline:NAME` is the peers' incident
+        // about this agent, and a receiver must not take one for the other.
+        let subject = Subject::MonitoringOffline;
         tracing::warn!(since = %to_datetime(since), "isolation over: reporting the local network outage");
         let alert = Alert {
             version: PAYLOAD_VERSION,
@@ -881,8 +934,8 @@ impl Monitor {
             status: Status::Operational,
             summary: format!(
                 "agent {me} was cut off from {} to {} ({}): its own network was down",
-                to_datetime(since),
-                to_datetime(now),
+                rfc3339(since),
+                rfc3339(now),
                 ago(now, since)
             ),
             detail: "No peer was reachable and every target was unreachable from this host. \

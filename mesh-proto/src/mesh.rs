@@ -345,8 +345,9 @@ impl MeshState {
     pub fn offline_peers(&self, now: Timestamp) -> Vec<String> {
         let eligible = self.eligible(now);
         self.peers
-            .keys()
-            .filter(|p| self.peer_state(p, now).is_live())
+            .iter()
+            .filter(|(p, view)| !view.isolated && self.peer_state(p, now).is_live())
+            .map(|(p, _)| p)
             .filter(|peer| {
                 // Per target: the peer's newest fresh observation time, and whether all its
                 // observations at that time are unreachable.
@@ -463,7 +464,11 @@ impl MeshState {
             return Vec::new();
         }
         let offline: BTreeSet<String> = self.offline_peers(now).into_iter().collect();
-        let mut out = Vec::new();
+        let reference = self.reference_config(my_config, now);
+        let mut out = vec![(
+            Subject::agent(AlertKind::ConfigDrift, self.settings.me.clone()),
+            my_config != reference,
+        )];
         for (name, view) in &self.peers {
             let missing = self.peer_state(name, now) == PeerState::Missing;
             // A peer not heard from since watching started (this agent just started) is not
@@ -478,7 +483,7 @@ impl MeshState {
             ));
             out.push((
                 Subject::agent(AlertKind::ConfigDrift, name),
-                view.config_hash.is_some_and(|h| h != my_config),
+                !missing && view.config_hash.is_some_and(|h| h != reference),
             ));
             out.push((
                 Subject::agent(AlertKind::ClockSkew, name),
@@ -486,6 +491,29 @@ impl MeshState {
             ));
         }
         out
+    }
+
+    /// The shared-config hash the mesh agrees on: the one most live agents (this one included)
+    /// run, ties going to the hash of the agent whose name sorts first. Every agent computes
+    /// the same, so a drifted agent is named by all (itself included) and paged once, instead
+    /// of each side paging about the other.
+    fn reference_config(&self, my_config: ConfigHash, now: Timestamp) -> ConfigHash {
+        let mut hashes: Vec<(&str, ConfigHash)> = vec![(self.settings.me.as_str(), my_config)];
+        hashes.extend(
+            self.peers
+                .iter()
+                .filter(|(name, _)| self.peer_state(name, now).is_live())
+                .filter_map(|(name, view)| Some((name.as_str(), view.config_hash?))),
+        );
+        hashes.sort();
+        let count = |h: ConfigHash| hashes.iter().filter(|(_, x)| *x == h).count();
+        // The first (by name) of the most common: max_by_key keeps the last maximum, so
+        // compare the reversed position.
+        hashes
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, h))| (count(*h), std::cmp::Reverse(*i)))
+            .map_or(my_config, |(_, (_, h))| *h)
     }
 
     /// Notes that this agent's engine owes the page `key` from `now`.
@@ -904,5 +932,58 @@ mod tests {
         );
         heartbeat(&mut m, "edge", 39_000);
         assert!(m.due(t(40_000)).is_empty(), "nothing sent twice");
+    }
+
+    fn drifted(m: &MeshState, mine: ConfigHash, now: i64) -> Vec<String> {
+        m.conditions(mine, 2_000, t(now))
+            .into_iter()
+            .filter(|(s, active)| {
+                *active
+                    && matches!(
+                        s,
+                        Subject::Agent {
+                            kind: AlertKind::ConfigDrift,
+                            ..
+                        }
+                    )
+            })
+            .map(|(s, _)| s.to_string())
+            .collect()
+    }
+
+    fn heartbeat_with(m: &mut MeshState, from: &str, hash: ConfigHash, now: i64) {
+        let hb = Heartbeat {
+            seq: 1,
+            wall_clock: t(now),
+            config_hash: hash,
+            isolated: false,
+        };
+        assert!(m.on_heartbeat(from, &hb, t(now)));
+    }
+
+    #[test]
+    fn config_drift_names_the_odd_agent_out_from_every_side() {
+        let (same, odd) = (ConfigHash([1; 32]), ConfigHash([2; 32]));
+        let mut astra = mesh("astra", &["astra", "edge", "vps"]);
+        heartbeat_with(&mut astra, "edge", same, 10);
+        heartbeat_with(&mut astra, "vps", odd, 10);
+        assert_eq!(drifted(&astra, same, 20), ["config_drift:vps"]);
+        let mut vps = mesh("vps", &["astra", "edge", "vps"]);
+        heartbeat_with(&mut vps, "astra", same, 10);
+        heartbeat_with(&mut vps, "edge", same, 10);
+        assert_eq!(
+            drifted(&vps, odd, 20),
+            ["config_drift:vps"],
+            "it names itself"
+        );
+        // Two agents, two configs: the first by name is the reference, on both sides.
+        let mut a = mesh("astra", &["astra", "vps"]);
+        heartbeat_with(&mut a, "vps", odd, 10);
+        assert_eq!(drifted(&a, same, 20), ["config_drift:vps"]);
+        let mut v = mesh("vps", &["astra", "vps"]);
+        heartbeat_with(&mut v, "astra", same, 10);
+        assert_eq!(drifted(&v, odd, 20), ["config_drift:vps"]);
+        // A missing peer's config does not count.
+        assert!(drifted(&astra, same, 60_000).is_empty());
     }
 }

@@ -29,7 +29,8 @@ use mesh_proto::QuorumPolicy;
 use serde_json::{Value, json};
 
 use crate::board::Board;
-use crate::monitor::{now, to_datetime};
+use crate::clock::rfc3339;
+use crate::monitor::now;
 use crate::scheduler::SchedulerStats;
 use crate::store::StoreHandle;
 
@@ -270,12 +271,6 @@ async fn heartbeat(
         }
     };
     axum::Json(json!({ "heartbeat": name, "at": rfc3339(at), "stored": stored })).into_response()
-}
-
-fn rfc3339(t: mesh_proto::Timestamp) -> String {
-    to_datetime(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

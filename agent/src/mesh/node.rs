@@ -258,9 +258,16 @@ impl Node {
 
     /// This agent's own observation: recorded as its vote and sent to the peers. `changed`: the
     /// check's status changed, so the peers are asked to run it too.
+    ///
+    /// While this agent is isolated its observations stay here: they describe its own broken
+    /// network, and queued on a half-dead connection they would reach the peers as stale votes
+    /// when it comes back.
     pub fn own_observation(&mut self, observation: Observation, changed: bool, now: Timestamp) {
         let me = self.setup.me.clone();
         self.state.observe(&me, observation.clone());
+        if self.state.is_isolated() {
+            return;
+        }
         self.latest_own
             .insert(observation.check.clone(), observation.clone());
         let check = observation.check.clone();
@@ -277,6 +284,15 @@ impl Node {
                     .broadcast(FrameV1::ProbeNow(ProbeNow { check }));
             }
         }
+    }
+
+    /// Sets whether this agent is isolated. Becoming isolated also forgets the latest own
+    /// observations kept for peers that connect: they were made while the network failed.
+    pub fn set_isolated(&mut self, isolated: bool) {
+        if isolated {
+            self.latest_own.clear();
+        }
+        self.state.set_isolated(isolated);
     }
 
     /// Tells the peers about push-heartbeat pings they have not heard of.

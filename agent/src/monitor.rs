@@ -226,6 +226,9 @@ pub struct Monitor {
     /// In a mesh with no live peer, pages wait until this moment, for every target's canary
     /// to tell whether the network at fault is this agent's own (mesh only).
     alone_settle_until: Option<Timestamp>,
+    /// When this agent's latest isolation ended: a failure from a probe that started before
+    /// then describes the outage, not the targets (mesh only).
+    back_at: Option<tokio::time::Instant>,
     /// Whether no peer was live at the last round, and whether a check started failing since.
     was_alone: bool,
     alone_failure: bool,
@@ -277,6 +280,7 @@ impl Monitor {
             mesh,
             isolated_since: None,
             alone_settle_until: None,
+            back_at: None,
             was_alone: false,
             alone_failure: false,
             deliveries,
@@ -519,6 +523,10 @@ impl Monitor {
                 detail,
                 at: now,
             };
+            if status.is_failure() && self.back_at.is_some_and(|back| result.started < back) {
+                // Started while this agent was cut off: it says nothing about the target.
+                return;
+            }
             if status.is_failure() && !was_failing {
                 self.alone_failure = true;
             }
@@ -841,6 +849,7 @@ impl Monitor {
             }
             (true, false) => {
                 // Fresh votes at once, rather than at each check's next slot.
+                self.back_at = Some(tokio::time::Instant::now());
                 self.ask_canaries();
                 self.isolated_since.take()
             }

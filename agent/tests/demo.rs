@@ -25,7 +25,6 @@ impl Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pom"))
             .arg("demo")
             .args(args)
-            .env_remove("POM_DEMO_AT_ONCE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -189,17 +188,23 @@ fn the_demo_tells_the_whole_story_and_ends_by_itself() {
     assert_eq!(
         count(
             &lines,
-            ">> webhook: RESOLVED monitoring_offline:vps, sent by vps"
+            ">> webhook: RESOLVED monitoring_offline, sent by vps"
         ),
         1,
         "{out}"
     );
     assert!(out.contains("agent vps was cut off from "), "{out}");
-    // The summary, and nothing failed.
+    assert!(out.contains("its own network was down"), "{out}");
+    // The summary: the five alerts of the story and no other; nothing failed.
     assert!(
-        out.contains("Per kind: health 2, monitoring_offline 3, peer_missing 2."),
+        out.contains("Every alert the webhook sink received, in order (5;"),
         "{out}"
     );
+    assert!(
+        out.contains("Per kind: health 2, monitoring_offline 1, peer_missing 2."),
+        "{out}"
+    );
+    assert_eq!(count(&lines, ">> webhook:"), 5, "{out}");
     assert!(out.contains("The demo ended by itself"), "{out}");
     assert!(!out.contains("FAILED"), "{out}");
     assert_stopped(&agent_pids(&lines));
@@ -246,12 +251,18 @@ fn the_json_story_carries_every_alert_payload() {
     assert_eq!(missing[0]["sent_by"], "astra");
     assert_eq!(of("peer_missing:vps", "resolved").len(), 1, "{out}");
 
-    let report: Vec<&Value> = of("monitoring_offline:vps", "resolved")
-        .into_iter()
-        .filter(|a| a["sent_by"] == "vps")
-        .collect();
+    let report = of("monitoring_offline", "resolved");
     assert_eq!(report.len(), 1, "vps reports its outage once:\n{out}");
+    assert_eq!(report[0]["sent_by"], "vps");
     assert_eq!(report[0]["target"], "vps");
+    assert_eq!(report[0]["alert"], "monitoring_offline");
+    let summary = report[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("agent vps was cut off from ")
+            && summary.ends_with(": its own network was down"),
+        "{summary}"
+    );
+    assert!(of("monitoring_offline", "firing").is_empty(), "{out}");
 
     // No alert about a site other than shop's one incident, and nothing else from vps.
     let about_sites = alerts
@@ -264,7 +275,7 @@ fn the_json_story_carries_every_alert_payload() {
         1,
         "{out}"
     );
-    assert_eq!(alerts.len(), 7, "{out}");
+    assert_eq!(alerts.len(), 5, "{out}");
     assert!(events.iter().all(|e| e["kind"] != "failed"), "{out}");
     assert_stopped(&agent_pids(&lines));
 }

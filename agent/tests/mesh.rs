@@ -445,8 +445,7 @@ async fn an_agent_that_loses_its_network_is_reported_by_its_peers_and_pages_noth
     let blocked = Arc::new(AtomicBool::new(false));
     let shop = blocking_target(blocked.clone()).await;
     let cdn = blocking_target(blocked.clone()).await;
-    let targets =
-        process::target("shop", shop.port(), "") + &process::target("cdn", cdn.port(), "");
+    let targets = target("shop", shop.port(), "") + &target("cdn", cdn.port(), "");
     let mesh = Mesh::start_with("10s", Some(targets)).await;
     tokio::task::block_in_place(|| {
         mesh.wait_connected(&[0, 1, 2]);

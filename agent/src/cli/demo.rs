@@ -1,9 +1,6 @@
 //! `pom demo`: a three-agent mesh on loopback that shows quorum alerting at work, with no setup
 //! and no network. The demo itself lives in [`crate::demo`]; this maps its outcome to an exit
 //! code.
-//!
-//! `POM_DEMO_AT_ONCE=1` cuts the agent off and brings it back in one step each
-//! ([`Options::at_once`]): the way to reproduce the races the two-step story avoids.
 
 use super::{DemoArgs, Output};
 use crate::demo::{self, DemoError, Format, Options};
@@ -18,8 +15,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         Output::Table => Format::Text,
         Output::Json => Format::Json,
     };
-    let at_once = std::env::var_os("POM_DEMO_AT_ONCE").is_some_and(|v| !v.is_empty() && v != "0");
-    match demo::run(Options { format, at_once }).await {
+    match demo::run(Options { format }).await {
         Ok(()) => Ok(0),
         Err(DemoError::Interrupted) => Ok(EXIT_INTERRUPTED),
         Err(e) if e.is_story() => Ok(EXIT_STORY_FAILED),

@@ -15,11 +15,11 @@
 //! 4. `vps` is cut off: the others page `peer_missing` once; `vps` finds itself isolated and
 //!    nobody sends a false alert about the sites;
 //! 5. `vps` is back: `peer_missing` resolves, and `vps` reports its local outage with its time
-//!    range (while vps reaches its peers but not yet the sites, astra pages that for it);
+//!    range;
 //! 6. a tally of every alert received.
 //!
-//! The cut and the return each come in two steps, because the agents race when everything
-//! happens at once (`story::Story::cut_off`, `story::Story::reconnect`; [`Options::at_once`] shows it).
+//! The cut and the return each happen in one step, as a real network failure would: the relays
+//! and the sites stop (or start again) serving vps at the same moment.
 //!
 //! Every step waits for what it expects by polling, with a deadline ([`STEP_DEADLINE`]); an
 //! alert the story does not expect fails the demo at once. Nothing but loopback is used, and
@@ -117,10 +117,6 @@ impl DemoError {
 pub struct Options {
     /// How the story is printed.
     pub format: Format,
-    /// Cut vps off, and bring it back, in one step each instead of two (see
-    /// `story::Story::cut_off` and `story::Story::reconnect`). The agents do not handle that
-    /// cleanly yet: this is how to watch them race.
-    pub at_once: bool,
 }
 
 /// Runs the demo to its end. On a failed story the agents' directory (configs, logs) is kept
@@ -139,7 +135,7 @@ pub async fn run(options: Options) -> Result<(), DemoError> {
     let result = tokio::select! {
         biased;
         () = interrupted() => Err(DemoError::Interrupted),
-        result = story::story(narrator.clone(), options.at_once, &exe, dir.path()) => result,
+        result = story::story(narrator.clone(), &exe, dir.path()) => result,
     };
     match &result {
         Ok(()) => {}

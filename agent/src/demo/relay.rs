@@ -6,9 +6,8 @@
 //! real QUIC port, from a socket of its own, and forwards what comes back to the address it
 //! last heard `from` on. Both directions of every connection `from` dials go through it.
 //!
-//! Each way can be cut on its own ([`Way`]). A cut way drops every datagram, as a dead link
-//! would: QUIC sees silence, not an error. The relay owns its two sockets and stops when
-//! dropped.
+//! A cut relay drops every datagram, both ways, as a dead link would: QUIC sees silence, not
+//! an error. The relay owns its two sockets and stops when dropped.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,35 +20,18 @@ use tokio::task::JoinHandle;
 /// The largest datagram relayed (QUIC's are far smaller).
 const MAX_DATAGRAM: usize = 65_535;
 
-/// One way through the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Way {
-    /// From the client to the upstream.
-    ToUpstream,
-    /// From the upstream back to the client.
-    ToClient,
-}
-
 /// What the relay task and its owner share.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Whether each way is cut: [`Way::ToUpstream`], [`Way::ToClient`].
-    cut: [AtomicBool; 2],
+    cut: AtomicBool,
     forwarded: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl Shared {
-    fn cut(&self, way: Way) -> &AtomicBool {
-        match way {
-            Way::ToUpstream => &self.cut[0],
-            Way::ToClient => &self.cut[1],
-        }
-    }
-
-    /// Counts one datagram going `way`; whether it goes through.
-    fn pass(&self, way: Way) -> bool {
-        if self.cut(way).load(Ordering::SeqCst) {
+    /// Counts one datagram; whether it goes through.
+    fn pass(&self) -> bool {
+        if self.cut.load(Ordering::SeqCst) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             false
         } else {
@@ -92,18 +74,12 @@ impl Relay {
 
     /// Cuts the link both ways (`true`: every datagram is dropped) or restores it.
     pub fn set_cut(&self, cut: bool) {
-        self.set_way_cut(Way::ToUpstream, cut);
-        self.set_way_cut(Way::ToClient, cut);
+        self.shared.cut.store(cut, Ordering::SeqCst);
     }
 
-    /// Cuts one way of the link or restores it.
-    pub fn set_way_cut(&self, way: Way, cut: bool) {
-        self.shared.cut(way).store(cut, Ordering::SeqCst);
-    }
-
-    /// Whether `way` is cut.
-    pub fn is_cut(&self, way: Way) -> bool {
-        self.shared.cut(way).load(Ordering::SeqCst)
+    /// Whether the link is cut.
+    pub fn is_cut(&self) -> bool {
+        self.shared.cut.load(Ordering::SeqCst)
     }
 
     /// Datagrams forwarded so far, both ways.
@@ -129,14 +105,14 @@ async fn relay(front: UdpSocket, back: UdpSocket, shared: Arc<Shared>) {
             received = front.recv_from(&mut up) => {
                 let Ok((len, from)) = received else { continue };
                 client = Some(from);
-                if shared.pass(Way::ToUpstream) {
+                if shared.pass() {
                     let _ = back.send(&up[..len]).await;
                 }
             }
             received = back.recv(&mut down) => {
                 let Ok(len) = received else { continue };
                 let Some(to) = client else { continue };
-                if shared.pass(Way::ToClient) {
+                if shared.pass() {
                     let _ = front.send_to(&down[..len], to).await;
                 }
             }
@@ -199,7 +175,7 @@ mod tests {
         assert_eq!(relay.forwarded(), 2, "the datagram and its answer");
 
         relay.set_cut(true);
-        assert!(relay.is_cut(Way::ToUpstream) && relay.is_cut(Way::ToClient));
+        assert!(relay.is_cut());
         client.send_to(b"two", relay.addr()).await.unwrap();
         until_dropped(&relay, 1).await;
 
@@ -224,40 +200,17 @@ mod tests {
             "sent from the relay's own socket"
         );
 
-        // The way back is cut after the request went through: the answer is dropped.
-        relay.set_way_cut(Way::ToClient, true);
+        // The link is cut after the request went through: the answer is dropped.
+        relay.set_cut(true);
         server.send_to(b"lost", relay_side).await.unwrap();
         until_dropped(&relay, 1).await;
 
-        // Meanwhile the way in still works.
-        client.send_to(b"still", relay.addr()).await.unwrap();
-        assert_eq!(next(&server).await.0, b"still");
-
-        relay.set_way_cut(Way::ToClient, false);
+        relay.set_cut(false);
         server.send_to(b"pong", relay_side).await.unwrap();
         let (answer, _) = next(&client).await;
         assert_eq!(
             answer, b"pong",
             "the answer reaches the client again; `lost` never did"
         );
-    }
-
-    #[tokio::test]
-    async fn a_cut_way_in_drops_requests_and_leaves_the_way_back_open() {
-        let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let relay = Relay::start(server.local_addr().unwrap()).await.unwrap();
-        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        client.send_to(b"hello", relay.addr()).await.unwrap();
-        let (_, relay_side) = next(&server).await;
-
-        relay.set_way_cut(Way::ToUpstream, true);
-        client.send_to(b"lost", relay.addr()).await.unwrap();
-        until_dropped(&relay, 1).await;
-        server.send_to(b"news", relay_side).await.unwrap();
-        assert_eq!(next(&client).await.0, b"news", "the way back is open");
-
-        relay.set_way_cut(Way::ToUpstream, false);
-        client.send_to(b"again", relay.addr()).await.unwrap();
-        assert_eq!(next(&server).await.0, b"again", "`lost` never arrived");
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::agents::{AgentSetup, Agents, Api};
 use super::narrator::{self, Narrator};
-use super::relay::{Relay, Way};
+use super::relay::Relay;
 use super::scene::{CutOff, Received, Sink, Site};
 use super::{AGENTS, DemoError, POLL, QUIET_RUNS, STEP_DEADLINE};
 
@@ -28,11 +28,10 @@ const SITES: [&str; 2] = ["shop/health", "blog/health"];
 
 pub(super) async fn story(
     narrator: Arc<Narrator>,
-    at_once: bool,
     exe: &Path,
     dir: &Path,
 ) -> Result<(), DemoError> {
-    let mut story = Story::set_up(narrator, at_once, exe, dir).await?;
+    let mut story = Story::set_up(narrator, exe, dir).await?;
     story.connect().await?;
     story.outage().await?;
     story.recovery().await?;
@@ -49,7 +48,7 @@ struct Expect {
     sent_by: &'static str,
 }
 
-/// The alerts of the story whichever way vps is cut off and brought back.
+/// Every alert of the story; any other is a failure.
 const EXPECTED: [Expect; 5] = [
     Expect {
         check: "shop/health",
@@ -71,37 +70,18 @@ const EXPECTED: [Expect; 5] = [
         event: "resolved",
         sent_by: "astra",
     },
+    // vps's own report of its outage, sent once it is back.
     Expect {
-        check: "monitoring_offline:vps",
+        check: OWN_REPORT,
         event: "resolved",
-        sent_by: "vps",
+        sent_by: CUT,
     },
 ];
 
-/// The off-box page of vps's lost network, when vps is back before the sites answer it.
-const VPS_LOST_ITS_NETWORK: [Expect; 2] = [
-    Expect {
-        check: "monitoring_offline:vps",
-        event: "firing",
-        sent_by: "astra",
-    },
-    Expect {
-        check: "monitoring_offline:vps",
-        event: "resolved",
-        sent_by: "astra",
-    },
-];
+/// The check of an agent's report of its own outage.
+const OWN_REPORT: &str = "monitoring_offline";
 
 impl Expect {
-    /// Every alert of the story; any other is a failure.
-    fn all(at_once: bool) -> Vec<Self> {
-        let mut all = EXPECTED.to_vec();
-        if !at_once {
-            all.extend(VPS_LOST_ITS_NETWORK);
-        }
-        all
-    }
-
     fn matches(&self, alert: &Value) -> bool {
         alert["check"] == self.check
             && alert["event"] == self.event
@@ -122,18 +102,11 @@ struct Story {
     shop: Site,
     blog: Site,
     sink: Sink,
-    /// See [`Options::at_once`](super::Options::at_once).
-    at_once: bool,
 }
 
 impl Story {
     /// Makes the PKI, the sites, the sink, the relays and the configs; starts the agents.
-    async fn set_up(
-        narrator: Arc<Narrator>,
-        at_once: bool,
-        exe: &Path,
-        dir: &Path,
-    ) -> Result<Self, DemoError> {
+    async fn set_up(narrator: Arc<Narrator>, exe: &Path, dir: &Path) -> Result<Self, DemoError> {
         narrator.line(
             "PoM demo: three agents (astra, edge, vps), each a separate `pom run` process on this \
              machine,\nprobe the same two sites and vote over mutual-TLS QUIC. An alert goes out only \
@@ -201,7 +174,6 @@ impl Story {
             shop,
             blog,
             sink,
-            at_once,
         };
         let n = &story.narrator;
         n.say(&format!(
@@ -343,37 +315,17 @@ impl Story {
         Ok(())
     }
 
-    /// Act 4: vps loses its network. The others page `peer_missing` once; vps goes quiet.
-    ///
-    /// The cut comes in two steps, about a second apart: first what vps sends (and the sites'
-    /// answers to it), then what it receives. Cut at once, vps may see its peers missing (three
-    /// heartbeats, 0.9 s) before its probes of both sites have failed (up to interval + timeout,
-    /// 1.5 s): in that gap it is not isolated yet, stands alone as a quorum of one, and pages
-    /// `peer_missing` for both peers. The two steps let its probes fail first
-    /// ([`Options::at_once`](super::Options::at_once) skips them).
+    /// Act 4: vps loses its network, all at once: the relays drop everything to and from it
+    /// and the sites stop answering it. The others page `peer_missing` once; vps finds itself
+    /// isolated and pages nothing.
     async fn cut_off(&mut self) -> Result<(), DemoError> {
         self.narrator.act(4, "vps is cut off");
         self.cut.set(CUT, true);
-        if self.at_once {
-            self.set_links(CUT, true, true);
-            self.narrator.say(
-                "vps loses its network: the relays drop everything to and from it, and the sites no longer answer it",
-            );
-            self.until_peer_missing(false).await?;
-        } else {
-            self.set_links(CUT, true, false);
-            self.narrator.say(
-                "vps's uplink fails: nothing it sends gets out, and the sites no longer answer it",
-            );
-            self.until_peer_missing(true).await?;
-            self.narrator.say(
-                "vps still hears astra and edge, whose votes say both sites are up: its own \
-                 failures are local_only, and it pages nothing",
-            );
-            self.set_links(CUT, true, true);
-            self.narrator
-                .say("vps stops hearing the others too: it is cut off entirely");
-        }
+        self.set_links(CUT, true);
+        self.narrator.say(
+            "vps loses its network: the relays drop everything to and from it, and the sites no longer answer it",
+        );
+        self.until_peer_missing().await?;
         let mut seen: Option<String> = None;
         self.until("vps to find itself isolated", async || {
             let mesh = self.mesh(CUT).await?;
@@ -415,17 +367,10 @@ impl Story {
         Ok(())
     }
 
-    /// Narrates until astra and edge have seen vps go missing and `peer_missing` is paged; with
-    /// `local_only`, also until vps sees both sites unreachable while the mesh sees them up.
-    async fn until_peer_missing(&self, local_only: bool) -> Result<(), DemoError> {
+    /// Narrates until astra and edge have seen vps go missing and `peer_missing` is paged.
+    async fn until_peer_missing(&self) -> Result<(), DemoError> {
         let mut states: BTreeMap<&str, String> = BTreeMap::new();
-        let mut seen: Option<String> = None;
-        let what = if local_only {
-            "peer_missing for vps to be paged, and vps to see both sites fail alone (local_only)"
-        } else {
-            "peer_missing for vps to be paged"
-        };
-        self.until(what, async || {
+        self.until("peer_missing for vps to be paged", async || {
             for name in AGENTS.iter().filter(|n| **n != CUT) {
                 if let Some(mesh) = self.mesh(name).await
                     && let Some(state) = peers_of(&mesh).get(CUT).map(|p| p.state.clone())
@@ -435,69 +380,22 @@ impl Story {
                     states.insert(name, state);
                 }
             }
-            let mut alone = 0;
-            if local_only {
-                let mut own = Vec::new();
-                for id in SITES {
-                    let check = self.check(CUT, id).await?;
-                    if check["status"] == "unreachable" && check["verdict"] == "local_only" {
-                        alone += 1;
-                    }
-                    own.push(format!("{id} {}", text(&check["status"])));
-                }
-                let view = format!("vps's own probes: {}", own.join(", "));
-                if seen.as_ref() != Some(&view) {
-                    self.narrator.say(&view);
-                    seen = Some(view);
-                }
-            }
             let missing = states.values().filter(|s| *s == "missing").count();
             let paged = !self.sink.matching("peer_missing:vps", "firing").is_empty();
-            let alone = !local_only || alone == SITES.len();
-            (missing == AGENTS.len() - 1 && paged && alone).then_some(())
+            (missing == AGENTS.len() - 1 && paged).then_some(())
         })
         .await
     }
 
-    /// Act 5: vps is back. `peer_missing` resolves; vps reports its own outage.
-    ///
-    /// Its link to the others comes back before its way to the sites. The other order makes vps
-    /// leave its isolation on its first good probe while its peers still look missing, and
-    /// page `peer_missing` for both; at once, it races that. This order has a true alert of its
-    /// own: while vps is connected but fails every site, astra pages that vps lost its network.
+    /// Act 5: vps is back, all at once: the relays pass its datagrams and the sites answer it
+    /// again. `peer_missing` resolves; vps reports its own outage.
     async fn reconnect(&mut self) -> Result<(), DemoError> {
         self.narrator.act(5, "vps is back");
-        if self.at_once {
-            self.cut.set(CUT, false);
-            self.set_links(CUT, false, false);
-            self.narrator
-                .say("vps's network is back: the relays pass its datagrams, the sites answer it");
-            self.until_back().await?;
-        } else {
-            self.set_links(CUT, false, false);
-            self.narrator
-                .say("vps's link to the others comes back first; the sites still do not answer it");
-            self.until_back().await?;
-            self.until("astra to page that vps lost its network", async || {
-                self.sink
-                    .matching("monitoring_offline:vps", "firing")
-                    .into_iter()
-                    .next()
-            })
-            .await?;
-            self.narrator.say(
-                "vps is connected but fails every site the others reach: astra says so for it, off-box",
-            );
-            self.cut.set(CUT, false);
-            self.narrator.say("the sites answer vps again");
-            self.until("astra to resolve it", async || {
-                self.sink
-                    .matching("monitoring_offline:vps", "resolved")
-                    .into_iter()
-                    .find(|r| r.alert["sent_by"] == AGENTS[0])
-            })
-            .await?;
-        }
+        self.cut.set(CUT, false);
+        self.set_links(CUT, false);
+        self.narrator
+            .say("vps's network is back: the relays pass its datagrams, the sites answer it");
+        self.until_back().await?;
         self.until("the mesh whole again", async || {
             for name in AGENTS {
                 let mesh = self.mesh(name).await?;
@@ -533,7 +431,7 @@ impl Story {
         .await?;
         self.until("vps to report its local network outage", async || {
             self.sink
-                .matching("monitoring_offline:vps", "resolved")
+                .matching(OWN_REPORT, "resolved")
                 .into_iter()
                 .find(|r| r.alert["sent_by"] == CUT)
         })
@@ -549,7 +447,7 @@ impl Story {
         self.narrator.act(6, "Summary");
         self.quiet().await?;
         let alerts = self.sink.alerts();
-        for expect in Expect::all(self.at_once) {
+        for expect in EXPECTED {
             let n = alerts.iter().filter(|r| expect.matches(&r.alert)).count();
             if n != 1 {
                 return Err(DemoError::Expected(format!(
@@ -580,12 +478,7 @@ impl Story {
         n.line(&format!("Per kind: {}.", kinds.join(", ")));
         n.line("- shop down: confirmed by the quorum and paged once, by astra; edge and vps held theirs.");
         n.line("- vps cut off: peer_missing, once (true); nothing about shop or blog from anyone (no false alert).");
-        if self.at_once {
-            n.line("- vps back: its own report of the outage, with its time range.");
-        } else {
-            n.line("- vps back: its own report of the outage, with its time range; and astra's page that");
-            n.line("  vps, connected again, still reached no site, until it did.");
-        }
+        n.line("- vps back: peer_missing resolved, once; and vps's own report of the outage, with its time range.");
         n.line(&format!(
             "The demo ended by itself after {:.0}s; the agents are stopped and their files removed.",
             n.elapsed().as_secs_f64()
@@ -593,15 +486,11 @@ impl Story {
         Ok(())
     }
 
-    /// Cuts (or restores) what `agent` sends and what it receives through the relays.
-    fn set_links(&self, agent: &str, outbound: bool, inbound: bool) {
+    /// Cuts (or restores) every relay between `agent` and its peers, both ways.
+    fn set_links(&self, agent: &str, cut: bool) {
         for ((from, to), relay) in &self.relays {
-            if from == agent {
-                relay.set_way_cut(Way::ToUpstream, outbound);
-                relay.set_way_cut(Way::ToClient, inbound);
-            } else if to == agent {
-                relay.set_way_cut(Way::ToUpstream, inbound);
-                relay.set_way_cut(Way::ToClient, outbound);
+            if from == agent || to == agent {
+                relay.set_cut(cut);
             }
         }
     }
@@ -677,9 +566,8 @@ impl Story {
     /// Fails on an alert the story does not expect, or a second copy of one it does.
     fn no_unexpected_alert(&self) -> Result<(), DemoError> {
         let alerts = self.sink.alerts();
-        let all = Expect::all(self.at_once);
         for (i, r) in alerts.iter().enumerate() {
-            let expected = all.iter().find(|e| e.matches(&r.alert));
+            let expected = EXPECTED.iter().find(|e| e.matches(&r.alert));
             let first = expected
                 .is_some_and(|e| alerts[..i].iter().all(|earlier| !e.matches(&earlier.alert)));
             if !first {
@@ -727,18 +615,7 @@ fn meaning(alert: &Value) -> String {
     match (text(&alert["alert"]).as_str(), firing) {
         ("peer_missing", true) => format!("{} is missing", text(&alert["target"])),
         ("peer_missing", false) => format!("{} is back", text(&alert["target"])),
-        ("monitoring_offline", _) if alert["target"] == alert["sent_by"] => {
-            "its own outage, reported once it was back".to_owned()
-        }
-        ("monitoring_offline", true) => {
-            format!(
-                "{} is connected but reaches no site",
-                text(&alert["target"])
-            )
-        }
-        ("monitoring_offline", false) => {
-            format!("{} reaches the sites again", text(&alert["target"]))
-        }
+        ("monitoring_offline", _) => "its own outage, reported once it was back".to_owned(),
         (_, true) => {
             let confirmed = alert["confirmed_by"].as_array().map_or(0, Vec::len);
             format!(

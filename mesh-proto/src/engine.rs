@@ -8,7 +8,8 @@
 //!   this agent's own network. Checks that ran long ago (an hourly TLS check) do not veto it:
 //!   only what each target answered last counts. One
 //!   `monitoring_offline` incident pages instead of one per target, and the target incidents are
-//!   held (they page if they outlast it). The mesh refines this later: there, peers decide.
+//!   held (they page if they outlast it). In a mesh the rule is off
+//!   ([`AlertEngine::without_offline_rule`]): there, peers decide ([`crate::mesh`]).
 //!
 //! The engine is fed one round of confirmed statuses at a time, with `now`, and returns the pages
 //! owed. It holds no clock and does no I/O; its state is the lifecycles, which the agent persists.

@@ -1,9 +1,10 @@
 //! PoM's sans-IO core.
 //!
 //! This crate holds what every agent must compute identically: the status model, check ids and
-//! observations (and, as the mesh grows, the wire protocol, peer liveness, quorum verdicts and the
-//! notification log). It does no I/O and never reads the clock: time arrives as a [`Timestamp`]
-//! parameter, so the whole crate can be driven by a deterministic simulation.
+//! observations, the alert lifecycles and engine, the wire protocol, peer liveness, quorum
+//! verdicts, the notification log, and [`MeshState`], one agent's view of the mesh. It does no
+//! I/O and never reads the clock: time arrives as a [`Timestamp`] parameter, so the whole crate
+//! is driven by a deterministic simulation (`tests/sim.rs`).
 //!
 //! **Architecture invariant:** nothing here depends on tokio, sockets, a database or the system
 //! clock. CI checks this with `cargo tree -p mesh-proto -e normal`.

@@ -1,6 +1,6 @@
 //! Observations: what one agent saw when it ran one check once.
 //!
-//! An observation is the unit that probes produce, the store keeps and (later) the mesh gossips.
+//! An observation is the unit that probes produce, the store keeps and the mesh gossips.
 //! Time is a plain [`Timestamp`] handed in by the caller; this crate never reads a clock.
 
 use std::fmt;

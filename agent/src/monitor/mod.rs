@@ -20,6 +20,11 @@
 //! - **Crash safety.** A page, its notification-log entry and the lifecycle that decided it
 //!   commit in one transaction ([`Outbox::notify`]); other lifecycle changes are saved after
 //!   each round. After a restart, even a `kill -9`, nothing is paged twice.
+//! - **The mesh** (`mesh.rs`): with `[mesh]`, verdicts come from every agent's votes, and the
+//!   canaries only serve an agent left alone. `payload.rs` renders a decision as an alert.
+
+mod mesh;
+mod payload;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -27,21 +32,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mesh_proto::{
-    AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
-    DriftPolicy, Lifecycle, Observation, Page, PeerState, Status, Subject, Timestamp, drift,
-    incident_id, push,
+    AlertEngine, AlertEvent, AlertPolicy, CheckId, CheckKind, Decision, Drift, DriftPolicy,
+    Lifecycle, Observation, Status, Subject, Timestamp, drift, incident_id, push,
 };
 use tokio::sync::{mpsc, watch};
 
+use self::mesh::next_event;
 use crate::alert::Alert;
-use crate::alert::outbox::DeliveryIds;
-use crate::alert::outbox::Outbox;
-use crate::alert::payload::PAYLOAD_VERSION;
-use crate::board::{Board, MeshView};
-use crate::clock::{millis, rfc3339};
+use crate::alert::outbox::{DeliveryIds, Outbox};
+use crate::board::Board;
+use crate::clock::millis;
 pub use crate::clock::{now, to_datetime};
-use crate::mesh::node::{Effect, MAX_CLOCK_SKEW_MS};
-use crate::mesh::transport::Event;
 use crate::mesh::{MeshSetup, Node};
 use crate::plan::CheckSpec;
 use crate::scheduler::ProbeResult;
@@ -51,8 +52,6 @@ use crate::store::StoreHandle;
 pub const ROUND: Duration = Duration::from_millis(500);
 /// How long a latency baseline is used before it is read again.
 const BASELINE_MAX_AGE_MS: i64 = 3_600_000;
-/// A mesh certificate this close to expiry raises `mesh_cert_expiry`.
-const CERT_WARN_MS: i64 = 14 * 86_400_000;
 /// The span of the latency baseline.
 const BASELINE_SPAN_MS: i64 = 7 * 86_400_000;
 
@@ -771,394 +770,6 @@ impl Monitor {
         }
     }
 
-    /// A transport event.
-    fn mesh_event(&mut self, event: Event) {
-        let now = now();
-        let Some(node) = &mut self.mesh else { return };
-        for effect in node.handle(event, now) {
-            match effect {
-                Effect::RunNow(check) => {
-                    if self.known.contains(&check) && check.kind() != CheckKind::Heartbeat {
-                        if self.run_now.try_send(check.clone()).is_err() {
-                            tracing::debug!(check = %check, "scheduler busy; ProbeNow skipped");
-                        }
-                    } else {
-                        tracing::debug!(check = %check, "ProbeNow for a check not configured here");
-                    }
-                }
-                Effect::Ping(name, at) => {
-                    let known = self
-                        .config
-                        .heartbeats
-                        .iter()
-                        .any(|(id, _)| id.target() == name);
-                    if known && self.board.pings().get(&name).is_none_or(|t| *t < at) {
-                        self.board.ping(&name, at);
-                        let store = self.store.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = store.record_ping(&name, at).await {
-                                tracing::warn!(heartbeat = %name, error = %e, "cannot store a peer's ping");
-                            }
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// One round in a mesh: isolation, the mesh's conditions and agreed statuses into the
-    /// engine, the pages it owes held until this agent is due to send them.
-    async fn mesh_step(&mut self, now: Timestamp) {
-        let Some(mut node) = self.mesh.take() else {
-            return;
-        };
-        let was_isolated = node.state().is_isolated();
-        let alone = !node.state().any_peer_live(now);
-        let isolated = alone && all_unreachable(&self.own);
-        node.set_isolated(isolated);
-        node.share_pings(&self.board.pings());
-        // Alone, a failure (or the peers' disappearance) may be this agent's own network: ask
-        // every target now, and page nothing until they answered. Then either everything is
-        // unreachable (isolated: nothing goes out), or this agent alerts alone, rightly.
-        if alone
-            && !isolated
-            && (!self.was_alone || self.alone_failure)
-            && self.alone_settle_until.is_none()
-        {
-            tracing::info!("no peer is live: asking every target before alerting alone");
-            self.ask_canaries();
-            self.alone_settle_until = Some(now.add_millis(millis(self.config.settle())));
-        }
-        self.was_alone = alone;
-        self.alone_failure = false;
-        let settling = match self.alone_settle_until {
-            Some(until) if now < until && alone => true,
-            _ => {
-                self.alone_settle_until = None;
-                false
-            }
-        };
-        let outage = match (was_isolated, isolated) {
-            (false, true) => {
-                tracing::warn!(
-                    "isolated: no peer is reachable and every target is unreachable; \
-                    this agent stops voting and alerting until its network is back"
-                );
-                self.isolated_since = Some(now);
-                None
-            }
-            (true, false) => {
-                // Fresh votes at once, rather than at each check's next slot.
-                self.back_at = Some(tokio::time::Instant::now());
-                self.ask_canaries();
-                self.isolated_since.take()
-            }
-            _ => None,
-        };
-        if settling {
-            self.mesh = Some(node);
-            return;
-        }
-        for (subject, active) in node
-            .state()
-            .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
-        {
-            self.engine.set_condition(subject, active);
-        }
-        if !isolated {
-            for (agent, not_after) in node.cert_expiries() {
-                let expiring = not_after.saturating_mul(1000) - now.as_millis() < CERT_WARN_MS;
-                self.engine
-                    .set_condition(Subject::agent(AlertKind::MeshCertExpiry, agent), expiring);
-            }
-        }
-        let mut round = node.state().agreed_statuses(now);
-        if !isolated {
-            // Push heartbeats: every agent judges them alike, from the pings shared by all.
-            round.extend(
-                std::mem::take(&mut self.round)
-                    .into_iter()
-                    .filter(|(id, _)| id.kind() == CheckKind::Heartbeat),
-            );
-        }
-        self.pending.clear();
-        let decisions = self.engine.step(&round, now);
-        for decision in &decisions {
-            let alert = self.alert(decision, Some(&node), now);
-            node.owe(decision.notification(), alert, now);
-        }
-        for (key, alert) in node.due(now) {
-            match key.subject.parse::<Subject>() {
-                Ok(subject) => self.deliver(&subject, alert, now).await,
-                Err(e) => tracing::error!(subject = %key.subject, "unparsable subject: {e}"),
-            }
-        }
-        if let Some(since) = outage {
-            self.report_outage(&node, since, now).await;
-        }
-        self.board.set_isolated(isolated);
-        for id in &self.known {
-            if id.kind() == CheckKind::Heartbeat {
-                continue;
-            }
-            let conclusion = node.state().conclusion(id, now);
-            let votes: BTreeMap<String, Status> = node
-                .state()
-                .votes(id)
-                .map(|(agent, o)| (agent.to_owned(), o.status))
-                .collect();
-            self.board.update(id, |state| {
-                state.votes = votes;
-                state.mesh_verdict = Some(conclusion.verdict);
-            });
-        }
-        self.board.set_mesh(MeshView {
-            quorum: node.state().settings().quorum,
-            voters: node.state().eligible(now).len(),
-            peers: node.peers(now),
-            dropped_frames: node.dropped_frames(),
-            log: node.log_counts(),
-        });
-        if now.as_millis() % 60_000 < millis(ROUND) {
-            node.prune(now);
-        }
-        self.mesh = Some(node);
-        self.save_lifecycles(now).await;
-        self.refresh(now).await;
-    }
-
-    /// After an isolation ends: one alert with the time range of the local outage.
-    async fn report_outage(&mut self, node: &Node, since: Timestamp, now: Timestamp) {
-        let me = &self.config.agent;
-        // Its own subject, `monitoring_offline`: `monitoring_offline:NAME` is the peers' incident
-        // about this agent, and a receiver must not take one for the other.
-        let subject = Subject::MonitoringOffline;
-        tracing::warn!(since = %to_datetime(since), "isolation over: reporting the local network outage");
-        let alert = Alert {
-            version: PAYLOAD_VERSION,
-            event: AlertEvent::Resolved,
-            alert: AlertKind::MonitoringOffline,
-            target: me.clone(),
-            check: subject.to_string(),
-            status: Status::Operational,
-            summary: format!(
-                "agent {me} was cut off from {} to {} ({}): its own network was down",
-                rfc3339(since),
-                rfc3339(now),
-                ago(now, since)
-            ),
-            detail: "No peer was reachable and every target was unreachable from this host. \
-                It cast no votes and sent no target alerts meanwhile; the failures it saw are not alerted."
-                .to_owned(),
-            since: to_datetime(since),
-            incident: incident_id(&subject, since),
-            confirmed_by: vec![me.clone()],
-            agents_total: node.agents_total(),
-            sent_by: me.clone(),
-            runbook: self.runbook(AlertKind::MonitoringOffline),
-            repeat: 0,
-        };
-        self.deliver(&subject, alert, now).await;
-    }
-
-    fn runbook(&self, kind: AlertKind) -> String {
-        format!(
-            "{}#{}",
-            self.config.runbook_base.trim_end_matches('#'),
-            kind.runbook_anchor()
-        )
-    }
-
-    /// The payload of a decision; in a mesh, with who confirmed it.
-    fn alert(&self, decision: &Decision, mesh: Option<&Node>, now: Timestamp) -> Alert {
-        let (event, since, repeat) = match decision.page {
-            Page::Firing { since, repeat } => (AlertEvent::Firing, since, repeat),
-            Page::Resolved { since } => (AlertEvent::Resolved, since, 0),
-        };
-        let agent = &self.config.agent;
-        let (kind, target, status, mut summary, mut detail) = match &decision.subject {
-            Subject::MonitoringOffline => {
-                let targets: BTreeSet<&str> = decision.folded.iter().map(|c| c.target()).collect();
-                let status = if event == AlertEvent::Firing {
-                    Status::Unreachable
-                } else {
-                    Status::Operational
-                };
-                (
-                    AlertKind::MonitoringOffline,
-                    agent.clone(),
-                    status,
-                    match event {
-                        AlertEvent::Firing => format!(
-                            "agent {agent} sees every target unreachable: its own network is likely down"
-                        ),
-                        AlertEvent::Resolved => format!("agent {agent} reaches its targets again"),
-                    },
-                    format!(
-                        "{} targets unreachable at once: {}",
-                        targets.len(),
-                        targets.into_iter().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            }
-            Subject::Agent { kind, agent: about } => {
-                let firing = event == AlertEvent::Firing;
-                let view = mesh.and_then(|n| n.peers(now).into_iter().find(|p| p.name == *about));
-                let (summary, detail) = match kind {
-                    AlertKind::PeerMissing if firing => (
-                        format!("agent {about} is missing: no heartbeat from it"),
-                        view.as_ref().and_then(|v| v.last_heartbeat).map_or_else(
-                            || "never heard from since this agent started".to_owned(),
-                            |t| format!("last heartbeat {} ago", ago(now, t)),
-                        ),
-                    ),
-                    AlertKind::PeerMissing => (format!("agent {about} is back"), String::new()),
-                    AlertKind::MonitoringOffline if firing => (
-                        format!(
-                            "agent {about} lost its network: it sees every target unreachable while the other agents reach them"
-                        ),
-                        "Its votes are local failures; the mesh keeps monitoring without it."
-                            .to_owned(),
-                    ),
-                    AlertKind::MonitoringOffline => (
-                        format!("agent {about} reaches its targets again"),
-                        String::new(),
-                    ),
-                    AlertKind::ConfigDrift if firing => (
-                        format!("agent {about} runs another shared config"),
-                        format!(
-                            "its config hash {}, ours {}",
-                            view.as_ref()
-                                .and_then(|v| v.config_hash.clone())
-                                .unwrap_or_default(),
-                            mesh.map(|n| n.config_hash().to_string())
-                                .unwrap_or_default()
-                        ),
-                    ),
-                    AlertKind::ConfigDrift => (
-                        format!("agent {about} runs the same shared config again"),
-                        String::new(),
-                    ),
-                    AlertKind::ClockSkew if firing => (
-                        format!("agent {about}'s clock is off"),
-                        format!(
-                            "its clock minus ours: {} ms (limit ±{MAX_CLOCK_SKEW_MS} ms)",
-                            view.as_ref()
-                                .and_then(|v| v.clock_skew_ms)
-                                .unwrap_or_default()
-                        ),
-                    ),
-                    AlertKind::ClockSkew => {
-                        (format!("agent {about}'s clock agrees again"), String::new())
-                    }
-                    AlertKind::MeshCertExpiry if firing => {
-                        let expiry = mesh
-                            .and_then(|n| {
-                                n.cert_expiries().find(|(a, _)| a == about).map(|(_, t)| t)
-                            })
-                            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-                            .map(|t| t.to_string())
-                            .unwrap_or_default();
-                        (
-                            format!("the mesh certificate of {about} expires soon"),
-                            format!("not after {expiry}; renew it with `pom cert issue {about}`"),
-                        )
-                    }
-                    _ => (format!("{} is over", decision.subject), String::new()),
-                };
-                let status = match (firing, kind) {
-                    (false, _) => Status::Operational,
-                    (true, AlertKind::PeerMissing | AlertKind::MonitoringOffline) => {
-                        Status::Unreachable
-                    }
-                    (true, _) => Status::Degraded,
-                };
-                (*kind, about.clone(), status, summary, detail)
-            }
-            Subject::Check(id) => {
-                let own = self.own.get(id);
-                let status = own.map_or(Status::Operational, |o| o.status);
-                let detail = own.map_or_else(String::new, |o| o.detail.clone());
-                let kind = match id.kind() {
-                    _ if own.is_some_and(|o| o.drift.is_some()) && !status.is_failure() => {
-                        AlertKind::LatencyDrift
-                    }
-                    CheckKind::Tls if status == Status::Degraded => AlertKind::TlsExpiry,
-                    other => AlertKind::for_check(other),
-                };
-                let summary = match event {
-                    AlertEvent::Firing => detail.clone(),
-                    AlertEvent::Resolved => format!("{id} recovered: {detail}"),
-                };
-                (kind, id.target().to_owned(), status, summary, detail)
-            }
-        };
-        if event == AlertEvent::Resolved {
-            detail = format!("{detail}\nDown for {} in all.", ago(now, since));
-        }
-        if !decision.folded.is_empty() && !matches!(decision.subject, Subject::MonitoringOffline) {
-            let folded: Vec<String> = decision.folded.iter().map(ToString::to_string).collect();
-            detail = format!(
-                "{detail}\nAlso down, folded into this alert (they depend on {target}): {}",
-                folded.join(", ")
-            );
-        }
-        if summary.is_empty() {
-            summary = format!("{} {event}", decision.subject);
-        }
-        let (confirmed_by, agents_total) = match mesh {
-            None => (vec![agent.clone()], 1),
-            Some(node) => {
-                let eligible = node.state().eligible(now);
-                let confirmed: Vec<String> = match &decision.subject {
-                    Subject::Check(id) if event == AlertEvent::Firing => {
-                        let c = node.state().conclusion(id, now);
-                        if c.confirmed_by.is_empty() {
-                            eligible.iter().cloned().collect()
-                        } else {
-                            c.confirmed_by
-                        }
-                    }
-                    _ => eligible.iter().cloned().collect(),
-                };
-                let missing: Vec<String> = node
-                    .peers(now)
-                    .into_iter()
-                    .filter(|p| p.state == PeerState::Missing)
-                    .map(|p| p.name)
-                    .collect();
-                let mut line = format!(
-                    "Confirmed by {} of {} reachable agents ({})",
-                    confirmed.len(),
-                    eligible.len(),
-                    confirmed.join(", ")
-                );
-                if !missing.is_empty() {
-                    line.push_str(&format!("; missing: {}", missing.join(", ")));
-                }
-                detail = format!("{detail}\n{line}. Sent by {agent}.");
-                (confirmed, node.agents_total())
-            }
-        };
-        Alert {
-            version: PAYLOAD_VERSION,
-            event,
-            alert: kind,
-            target,
-            check: decision.subject.to_string(),
-            status,
-            summary,
-            detail,
-            since: to_datetime(since),
-            incident: incident_id(&decision.subject, since),
-            confirmed_by,
-            agents_total,
-            sent_by: agent.clone(),
-            runbook: self.runbook(kind),
-            repeat,
-        }
-    }
-
     /// Saves every lifecycle that changed since it was last saved. A failed save is retried
     /// next round (the old copy stays in `saved`).
     async fn save_lifecycles(&mut self, now: Timestamp) {
@@ -1207,32 +818,6 @@ fn new_engine(config: &MonitorConfig, mesh: bool) -> AlertEngine {
         engine.without_offline_rule()
     } else {
         engine
-    }
-}
-
-/// Whether this agent's latest round of every target (at least two) was all unreachable.
-fn all_unreachable(own: &BTreeMap<CheckId, Own>) -> bool {
-    let mut latest: BTreeMap<&str, (Timestamp, bool)> = BTreeMap::new();
-    for (id, o) in own {
-        if id.kind() == CheckKind::Heartbeat {
-            continue;
-        }
-        let unreachable = o.status == Status::Unreachable;
-        let entry = latest.entry(id.target()).or_insert((o.at, unreachable));
-        if o.at > entry.0 {
-            *entry = (o.at, unreachable);
-        } else if o.at == entry.0 {
-            entry.1 &= unreachable;
-        }
-    }
-    latest.len() >= 2 && latest.values().all(|(_, u)| *u)
-}
-
-/// The next transport event, or never without a mesh.
-async fn next_event(mesh: &mut Option<Node>) -> Option<Event> {
-    match mesh {
-        Some(node) => node.next_event().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -483,3 +483,26 @@ async fn an_agent_that_loses_its_network_is_reported_by_its_peers_and_pages_noth
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_refuses_to_start_with_a_certificate_of_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    pom::pki::init_ca(&ca, 365, false).unwrap();
+    let certs = issue(&ca, dir.path(), "edge");
+    let body = mesh_section(&certs, free_udp_port(), &[("edge", free_udp_port())]);
+    let mut agent = Agent::launch(dir.path(), "astra", &body, &[]);
+    tokio::task::block_in_place(|| {
+        let mut status = None;
+        poll("the agent to exit", || {
+            status = agent.child().try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(!status.unwrap().success());
+        let log = agent.log();
+        assert!(
+            log.contains("is issued to [\"edge\"], but [agent] name is \"astra\""),
+            "{log}"
+        );
+    });
+}

@@ -118,6 +118,8 @@ struct Shared {
     events: mpsc::Sender<Event>,
     hello: Mutex<Hello>,
     dropped: AtomicU64,
+    /// Woken whenever a registered link ends, so the dial loops try again at once.
+    link_lost: tokio::sync::Notify,
     refused_log: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
@@ -163,6 +165,7 @@ impl Transport {
             events,
             hello: Mutex::new(hello),
             dropped: AtomicU64::new(0),
+            link_lost: tokio::sync::Notify::new(),
             refused_log: Mutex::new(HashMap::new()),
         });
         let (shutdown, _) = watch::channel(false);
@@ -368,14 +371,18 @@ impl Transport {
                     }
                 }
             }
+            // Registered before the check, so a link lost in between still wakes this loop.
+            let lost = self.shared.link_lost.notified();
             let pause = if self.is_connected(&peer) {
-                // Connected (by either side): look again once it is gone.
-                MAX_BACKOFF
+                // Connected (by either side): dial again as soon as a link is lost, or look
+                // again after a while.
+                MAX_BACKOFF * 4
             } else {
                 rng.backoff(failures)
             };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
+                () = lost => {}
                 () = tokio::time::sleep(pause) => {}
             }
         }
@@ -543,6 +550,7 @@ impl Transport {
                 .is_some_and(|l| l.conn.stable_id() == conn.stable_id());
             if ours {
                 links.remove(&peer);
+                self.shared.link_lost.notify_waiters();
             }
             ours
         };

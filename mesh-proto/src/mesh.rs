@@ -465,10 +465,17 @@ impl MeshState {
         }
         let offline: BTreeSet<String> = self.offline_peers(now).into_iter().collect();
         let reference = self.reference_config(my_config, now);
-        let mut out = vec![(
-            Subject::agent(AlertKind::ConfigDrift, self.settings.me.clone()),
-            my_config != reference,
-        )];
+        let clock = self.reference_clock(max_skew_ms, now);
+        let mut out = vec![
+            (
+                Subject::agent(AlertKind::ConfigDrift, self.settings.me.clone()),
+                my_config != reference,
+            ),
+            (
+                Subject::agent(AlertKind::ClockSkew, self.settings.me.clone()),
+                clock.abs() > max_skew_ms,
+            ),
+        ];
         for (name, view) in &self.peers {
             let missing = self.peer_state(name, now) == PeerState::Missing;
             // A peer not heard from since watching started (this agent just started) is not
@@ -487,7 +494,10 @@ impl MeshState {
             ));
             out.push((
                 Subject::agent(AlertKind::ClockSkew, name),
-                !missing && view.clock_skew_ms.is_some_and(|s| s.abs() > max_skew_ms),
+                !missing
+                    && view
+                        .clock_skew_ms
+                        .is_some_and(|s| (s - clock).abs() > max_skew_ms),
             ));
         }
         out
@@ -514,6 +524,33 @@ impl MeshState {
             .enumerate()
             .max_by_key(|(i, (_, h))| (count(*h), std::cmp::Reverse(*i)))
             .map_or(my_config, |(_, (_, h))| *h)
+    }
+
+    /// The clock the mesh agrees on, as an offset from this agent's (ms): the clock of the
+    /// live agent (this one included) with the most others within `max_skew_ms` of it, ties
+    /// going to the name that sorts first. Every agent picks the same one (up to the noise of
+    /// measuring), so an agent whose clock is off is named by all, itself included, instead of
+    /// it naming everyone else.
+    fn reference_clock(&self, max_skew_ms: i64, now: Timestamp) -> i64 {
+        let mut clocks: Vec<(&str, i64)> = vec![(self.settings.me.as_str(), 0)];
+        clocks.extend(
+            self.peers
+                .iter()
+                .filter(|(name, _)| self.peer_state(name, now).is_live())
+                .filter_map(|(name, view)| Some((name.as_str(), view.clock_skew_ms?))),
+        );
+        clocks.sort();
+        let close = |c: i64| {
+            clocks
+                .iter()
+                .filter(|(_, x)| (x - c).abs() <= max_skew_ms)
+                .count()
+        };
+        clocks
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, c))| (close(*c), std::cmp::Reverse(*i)))
+            .map_or(0, |(_, (_, c))| *c)
     }
 
     /// Notes that this agent's engine owes the page `key` from `now`.
@@ -985,5 +1022,53 @@ mod tests {
         assert_eq!(drifted(&v, odd, 20), ["config_drift:vps"]);
         // A missing peer's config does not count.
         assert!(drifted(&astra, same, 60_000).is_empty());
+    }
+
+    fn skewed(m: &MeshState, now: i64) -> Vec<String> {
+        m.conditions(ConfigHash([0; 32]), 2_000, t(now))
+            .into_iter()
+            .filter(|(s, active)| {
+                *active
+                    && matches!(
+                        s,
+                        Subject::Agent {
+                            kind: AlertKind::ClockSkew,
+                            ..
+                        }
+                    )
+            })
+            .map(|(s, _)| s.to_string())
+            .collect()
+    }
+
+    fn heartbeat_at(m: &mut MeshState, from: &str, their_clock: i64, now: i64) {
+        let hb = Heartbeat {
+            seq: 1,
+            wall_clock: t(their_clock),
+            config_hash: ConfigHash([0; 32]),
+            isolated: false,
+        };
+        assert!(m.on_heartbeat(from, &hb, t(now)));
+    }
+
+    #[test]
+    fn clock_skew_names_the_agent_whose_clock_is_off_from_every_side() {
+        // third's clock is 5 s ahead of the others'.
+        let mut edge = mesh("edge", &["edge", "third", "vps"]);
+        heartbeat_at(&mut edge, "vps", 1_050, 1_000);
+        heartbeat_at(&mut edge, "third", 6_000, 1_000);
+        assert_eq!(skewed(&edge, 1_100), ["clock_skew:third"]);
+        let mut third = mesh("third", &["edge", "third", "vps"]);
+        heartbeat_at(&mut third, "edge", 1_000, 6_000);
+        heartbeat_at(&mut third, "vps", 1_000, 6_000);
+        assert_eq!(
+            skewed(&third, 6_100),
+            ["clock_skew:third"],
+            "it names itself"
+        );
+        // Within 2 s, nobody.
+        let mut calm = mesh("edge", &["edge", "vps"]);
+        heartbeat_at(&mut calm, "vps", 2_900, 1_000);
+        assert!(skewed(&calm, 1_100).is_empty());
     }
 }

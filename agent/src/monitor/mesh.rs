@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use mesh_proto::{
-    AlertEvent, AlertKind, CheckId, CheckKind, Status, Subject, Timestamp, incident_id,
+    AlertEvent, AlertKind, CheckId, CheckKind, PeerState, Status, Subject, Timestamp, incident_id,
 };
 
 use super::{Monitor, Own, ROUND, ago, now, to_datetime};
@@ -69,13 +69,17 @@ impl Monitor {
             return;
         };
         let was_isolated = node.state().is_isolated();
-        let alone = !node.state().any_peer_live(now);
-        let isolated = alone && all_unreachable(&self.own);
+        let isolated = !node.state().any_peer_live(now) && all_unreachable(&self.own);
         node.set_isolated(isolated);
         node.share_pings(&self.board.pings());
-        // Alone, a failure (or the peers' disappearance) may be this agent's own network: ask
-        // every target now, and page nothing until they answered. Then either everything is
-        // unreachable (isolated: nothing goes out), or this agent alerts alone, rightly.
+        // With no peer alive (all missing, or late: suspect), a failure or the peers' silence
+        // may be this agent's own network: ask every target now, and page nothing until they
+        // answered. By the time the peers are missing this agent is then isolated (nothing goes
+        // out), or rightly alone and alerting as a quorum of one.
+        let alone = !node
+            .state()
+            .peers()
+            .any(|(peer, _)| node.state().peer_state(peer, now) == PeerState::Alive);
         if alone
             && !isolated
             && (!self.was_alone || self.alone_failure)
@@ -104,8 +108,11 @@ impl Monitor {
                 None
             }
             (true, false) => {
-                // Fresh votes at once, rather than at each check's next slot.
+                // Fresh votes at once, rather than at each check's next slot; and the peers
+                // get the time to be heard again before any of them counts as missing.
                 self.back_at = Some(tokio::time::Instant::now());
+                self.rejoin_until =
+                    Some(now.add_millis(node.state().settings().liveness.missing_after_ms()));
                 self.ask_canaries();
                 self.isolated_since.take()
             }
@@ -115,11 +122,15 @@ impl Monitor {
             self.mesh = Some(node);
             return;
         }
-        for (subject, active) in node
-            .state()
-            .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
-        {
-            self.engine.set_condition(subject, active);
+        let rejoining = self.rejoin_until.is_some_and(|until| now < until);
+        if !rejoining {
+            self.rejoin_until = None;
+            for (subject, active) in
+                node.state()
+                    .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
+            {
+                self.engine.set_condition(subject, active);
+            }
         }
         if !isolated {
             for (agent, not_after) in node.cert_expiries() {

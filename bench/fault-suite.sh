@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The network-namespace fault suite (issue 5; docs/fault-suite.md). Needs root (ip netns,
+# nftables), nginx, dnsmasq, nft, curl and faketime (Debian: nginx-light dnsmasq nftables curl
+# faketime). Builds the agent and the harness, then runs every implemented scenario; the
+# arguments are passed on (e.g. --scenario 2 --repeat 1). Exits non-zero on any deviation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "fault-suite: run as root (it creates network namespaces)" >&2
+    exit 2
+fi
+cargo build -p pom --bin pom --example fault_suite
+exec target/debug/examples/fault_suite "$@"

@@ -24,6 +24,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpStream;
 
+/// How often a readiness poll asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const BINARY: &str = "/usr/bin/prometheus-alertmanager";
 
 /// How long Alertmanager gets to become ready, and each request to answer.
@@ -91,7 +93,7 @@ impl Alertmanager {
                 self.addr,
                 self.log()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 

@@ -971,31 +971,33 @@ mod tests {
         assert!(m.due(t(40_000)).is_empty(), "nothing sent twice");
     }
 
-    fn drifted(m: &MeshState, mine: ConfigHash, now: i64) -> Vec<String> {
+    /// The active conditions of `kind` at `now`, for an agent whose own config is `mine`.
+    fn active(m: &MeshState, kind: AlertKind, mine: ConfigHash, now: i64) -> Vec<String> {
         m.conditions(mine, 2_000, t(now))
             .into_iter()
-            .filter(|(s, active)| {
-                *active
-                    && matches!(
-                        s,
-                        Subject::Agent {
-                            kind: AlertKind::ConfigDrift,
-                            ..
-                        }
-                    )
-            })
+            .filter(|(s, on)| *on && matches!(s, Subject::Agent { kind: k, .. } if *k == kind))
             .map(|(s, _)| s.to_string())
             .collect()
     }
 
-    fn heartbeat_with(m: &mut MeshState, from: &str, hash: ConfigHash, now: i64) {
+    fn drifted(m: &MeshState, mine: ConfigHash, now: i64) -> Vec<String> {
+        active(m, AlertKind::ConfigDrift, mine, now)
+    }
+
+    /// A heartbeat from `from` carrying `hash` and its clock reading `their_clock`, arriving at
+    /// `now` on ours.
+    fn heartbeat_from(m: &mut MeshState, from: &str, hash: ConfigHash, their_clock: i64, now: i64) {
         let hb = Heartbeat {
             seq: 1,
-            wall_clock: t(now),
+            wall_clock: t(their_clock),
             config_hash: hash,
             isolated: false,
         };
         assert!(m.on_heartbeat(from, &hb, t(now)));
+    }
+
+    fn heartbeat_with(m: &mut MeshState, from: &str, hash: ConfigHash, now: i64) {
+        heartbeat_from(m, from, hash, now, now);
     }
 
     #[test]
@@ -1025,30 +1027,11 @@ mod tests {
     }
 
     fn skewed(m: &MeshState, now: i64) -> Vec<String> {
-        m.conditions(ConfigHash([0; 32]), 2_000, t(now))
-            .into_iter()
-            .filter(|(s, active)| {
-                *active
-                    && matches!(
-                        s,
-                        Subject::Agent {
-                            kind: AlertKind::ClockSkew,
-                            ..
-                        }
-                    )
-            })
-            .map(|(s, _)| s.to_string())
-            .collect()
+        active(m, AlertKind::ClockSkew, ConfigHash([0; 32]), now)
     }
 
     fn heartbeat_at(m: &mut MeshState, from: &str, their_clock: i64, now: i64) {
-        let hb = Heartbeat {
-            seq: 1,
-            wall_clock: t(their_clock),
-            config_hash: ConfigHash([0; 32]),
-            isolated: false,
-        };
-        assert!(m.on_heartbeat(from, &hb, t(now)));
+        heartbeat_from(m, from, ConfigHash([0; 32]), their_clock, now);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::alert::channel::{Channel, ChannelError};
-use crate::alert::outbox::{Backoff, Outbox};
+use crate::alert::outbox::{Backoff, DeliveryIds, Outbox};
 use crate::api::{self, AgentInfo, ApiState, Token};
 use crate::board::Board;
 use crate::clock::millis;
@@ -43,6 +43,9 @@ pub const RETENTION: Duration = Duration::from_secs(30 * 86_400);
 const PRUNE_EVERY: Duration = Duration::from_secs(86_400);
 /// Probe results that may wait for the monitor before the scheduler drops them.
 const RESULTS_QUEUE: usize = 8192;
+/// Delivery reports waiting for the monitor; beyond that they are dropped (a claim then stays
+/// `sending` in the mesh, which holds the page: no duplicate, no loss).
+const DELIVERY_REPORTS: usize = 1024;
 
 /// The process environment, passed in (tests never change their own).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -175,6 +178,8 @@ impl Generation {
         let (stop, stop_rx) = watch::channel(false);
         let outbox = Outbox::new(shared.store.clone(), channels, Backoff::default())
             .with_counters(shared.board.counters.clone());
+        // Before the delivery task starts, so the monitor hears of every delivery.
+        outbox.report_to(shared.reports.clone());
         let outbox_task = tokio::spawn(outbox.clone().run(monitor::now, stop_rx.clone()));
         let (run_now_tx, run_now_rx) = mpsc::channel(256);
         // One set of counters across generations, so a reload never resets a Prometheus counter.
@@ -216,6 +221,8 @@ struct Shared {
     board: Arc<Board>,
     probes: Arc<ProbeContext>,
     scheduler: Arc<SchedulerStats>,
+    /// Where every generation's outbox reports accepted deliveries (read by the monitor).
+    reports: mpsc::Sender<DeliveryIds>,
 }
 
 /// The `[agent]` settings a reload cannot change: they are fixed at start-up.
@@ -301,7 +308,9 @@ impl Daemon {
             None => None,
         };
         let board = Arc::new(Board::default());
+        let (reports, deliveries) = mpsc::channel(DELIVERY_REPORTS);
         let shared = Shared {
+            reports,
             store: store.clone(),
             board: board.clone(),
             probes: Arc::new(ProbeContext::for_agent(&built.config.agent.name)),
@@ -321,6 +330,7 @@ impl Daemon {
             board.clone(),
             run_now,
             mesh,
+            deliveries,
         )
         .await;
         let mut tasks = vec![tokio::spawn(monitor.run(

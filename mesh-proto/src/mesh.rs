@@ -93,6 +93,21 @@ struct Owed {
     claimed: bool,
 }
 
+/// When a peer restarted (its Hello showed a new instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Restart {
+    /// The new instance's wall clock in its Hello: its claims made before died with the old one.
+    theirs: Timestamp,
+    /// When the Hello arrived, on this agent's clock: the takeover order of the claims it
+    /// abandoned runs from then.
+    seen: Timestamp,
+}
+
+/// How many probes in a row of every check a live peer must see `unreachable` before it counts
+/// as having lost its network ([`MeshState::offline_peers`]). One round is not enough: on a lossy
+/// link every probe of a round can time out now and then while the host's network works.
+pub const OFFLINE_STREAK: u32 = 3;
+
 /// One agent's view of the mesh. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct MeshState {
@@ -107,9 +122,12 @@ pub struct MeshState {
     owed: BTreeMap<NotificationKey, Owed>,
     /// Log entries of other agents matched to a page of this agent: theirs → mine.
     matched: BTreeMap<NotificationKey, NotificationKey>,
-    /// Peer → its wall clock when its Hello showed a new instance: its `sending` claims made
-    /// before then died with the previous instance.
-    restarts: BTreeMap<String, Timestamp>,
+    /// Peers whose Hello showed a new instance: its `sending` claims made before then died with
+    /// the previous instance, unless the new one renews them.
+    restarts: BTreeMap<String, Restart>,
+    /// check → agent → how many of its latest observations of the check in a row were
+    /// `unreachable`.
+    unreachable_streaks: BTreeMap<CheckId, BTreeMap<String, u32>>,
     /// This agent's incident id → the id another agent's claim gave the same incident.
     aliases: BTreeMap<String, String>,
     /// Checks whose latest own observation is a failure seen while isolated: forgotten when
@@ -141,6 +159,7 @@ impl MeshState {
             owed: BTreeMap::new(),
             matched: BTreeMap::new(),
             restarts: BTreeMap::new(),
+            unreachable_streaks: BTreeMap::new(),
             aliases: BTreeMap::new(),
             isolated_failures: BTreeSet::new(),
         }
@@ -162,6 +181,8 @@ impl MeshState {
         self.fresh_for = checks.into_iter().collect();
         let fresh_for = &self.fresh_for;
         self.votes.retain(|id, _| fresh_for.contains_key(id));
+        self.unreachable_streaks
+            .retain(|id, _| fresh_for.contains_key(id));
         self.peers.retain(|name, _| settings.peers.contains(name));
         for peer in &settings.peers {
             if *peer != settings.me && !self.peers.contains_key(peer) {
@@ -200,14 +221,19 @@ impl MeshState {
 
     /// A peer's Hello. Its config hash counts until its first heartbeat.
     ///
-    /// A Hello from a new instance of a peer (it restarted) also ends the `sending` claims it
-    /// made before: whatever it was sending then is as lost as if it had gone missing.
-    pub fn on_hello(&mut self, from: &str, hello: Hello) {
+    /// A Hello from a new instance of a peer (it restarted), arriving at `now`, also ends the
+    /// `sending` claims it made before, unless the new instance renews them: what its outbox
+    /// still held survives the restart, the rest is as lost as if it had gone missing.
+    pub fn on_hello(&mut self, from: &str, hello: Hello, now: Timestamp) {
         if let Some(view) = self.peers.get_mut(from) {
             if let Some(previous) = &view.hello
                 && previous.instance_id != hello.instance_id
             {
-                self.restarts.insert(from.to_owned(), hello.wall_clock);
+                let restart = Restart {
+                    theirs: hello.wall_clock,
+                    seen: now,
+                };
+                self.restarts.insert(from.to_owned(), restart);
             }
             if view.hello.as_ref().map(|h| &h.instance_id) != Some(&hello.instance_id) {
                 view.seq = 0; // a restart: its sequence starts again
@@ -244,13 +270,27 @@ impl MeshState {
         let votes = self.votes.entry(observation.check.clone()).or_default();
         match votes.get(agent) {
             Some(held) if held.at > observation.at => false,
-            _ => {
+            held => {
+                // The same observation again (a peer catching up after a reconnect) is no new
+                // probe: it does not lengthen the streak.
+                let again = held.is_some_and(|h| h.at == observation.at);
                 if agent == self.settings.me {
                     if self.isolated && observation.status.is_failure() {
                         self.isolated_failures.insert(observation.check.clone());
                     } else {
                         self.isolated_failures.remove(&observation.check);
                     }
+                }
+                let streak = self
+                    .unreachable_streaks
+                    .entry(observation.check.clone())
+                    .or_default()
+                    .entry(agent.to_owned())
+                    .or_default();
+                if observation.status != Status::Unreachable {
+                    *streak = 0;
+                } else if !again {
+                    *streak = streak.saturating_add(1);
                 }
                 votes.insert(agent.to_owned(), observation);
                 true
@@ -340,8 +380,9 @@ impl MeshState {
     }
 
     /// The live peers that see every target they probed last unreachable (at least two
-    /// targets), while the mesh's verdict on those targets' checks is not `down`: they lost
-    /// their own network, and cannot say so themselves.
+    /// targets), each of those checks in [`OFFLINE_STREAK`] probes in a row, while the mesh's
+    /// verdict on those targets' checks is not `down`: they lost their own network, and cannot
+    /// say so themselves.
     pub fn offline_peers(&self, now: Timestamp) -> Vec<String> {
         let eligible = self.eligible(now);
         self.peers
@@ -362,7 +403,13 @@ impl MeshState {
                         continue;
                     }
                     checks.push(check);
-                    let unreachable = o.status == Status::Unreachable;
+                    let streak = self
+                        .unreachable_streaks
+                        .get(check)
+                        .and_then(|by_agent| by_agent.get(peer.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    let unreachable = o.status == Status::Unreachable && streak >= OFFLINE_STREAK;
                     let entry = latest.entry(check.target()).or_insert((o.at, unreachable));
                     if o.at > entry.0 {
                         *entry = (o.at, unreachable);
@@ -583,16 +630,20 @@ impl MeshState {
             if owed.claimed {
                 continue;
             }
-            let claim = self.covering_claim(&key, owed.since, &eligible).cloned();
-            let mut senders = eligible.clone();
+            let mut claim = self.covering_claim(&key, owed.since, &eligible).cloned();
+            let mut since = owed.since;
             if let Some(c) = claim.as_ref().filter(|c| c.sent_by != me) {
                 self.adopt(&key, c);
                 if c.state == LogState::Sent {
                     self.owed.remove(&key);
                     continue;
                 }
-                if self.abandoned(c) {
-                    senders.remove(&c.sent_by);
+                if let Some(restart) = self.abandoned(c) {
+                    // Its new instance renews the claim if its outbox still holds the page;
+                    // until then the takeover order runs from the restart, the claimer
+                    // keeping its place in it.
+                    since = since.max(restart.seen);
+                    claim = None;
                 } else if eligible.contains(&c.sent_by) {
                     continue; // it is being sent: hold the page until it is sent
                 }
@@ -600,8 +651,8 @@ impl MeshState {
             let send = notify_log::should_send(
                 claim.as_ref(),
                 &me,
-                &senders,
-                owed.since,
+                &eligible,
+                since,
                 now,
                 self.settings.takeover_ms,
             );
@@ -643,6 +694,23 @@ impl MeshState {
         }
         self.log.merge(merged.clone());
         merged
+    }
+
+    /// Renews this agent's claim of `key` at `now`, after a restart: its outbox still holds the
+    /// page and sends it, so the claim the previous instance made still stands. Returns the
+    /// `sending` entry to gossip; the page is then sent as a claimed one ([`Self::sent`]).
+    pub fn reclaim(&mut self, key: NotificationKey, now: Timestamp) -> LogEntry {
+        let entry = LogEntry {
+            subject: key.subject,
+            incident: key.incident,
+            event: key.event,
+            repeat: key.repeat,
+            sent_by: self.settings.me.clone(),
+            at: now,
+            state: LogState::Sending,
+        };
+        self.log.merge(entry.clone());
+        entry
     }
 
     /// Merges a log entry from a peer (or restored from disk).
@@ -706,19 +774,21 @@ impl MeshState {
             })
             .min_by_key(|e| {
                 let sent = e.state == LogState::Sent;
-                let stands = sent || (eligible.contains(&e.sent_by) && !self.abandoned(e));
+                let stands = sent || (eligible.contains(&e.sent_by) && self.abandoned(e).is_none());
                 let mine = self.matched.contains_key(&NotificationKey::of(e));
                 (!stands, !mine, !sent, e.at, e.sent_by.clone())
             })
     }
 
-    /// Whether `claim` is a `sending` claim its agent made before it restarted.
-    fn abandoned(&self, claim: &LogEntry) -> bool {
-        claim.state == LogState::Sending
-            && self
-                .restarts
-                .get(&claim.sent_by)
-                .is_some_and(|restart| claim.at < *restart)
+    /// The restart of `claim`'s agent, if `claim` is a `sending` claim it made before.
+    fn abandoned(&self, claim: &LogEntry) -> Option<Restart> {
+        if claim.state != LogState::Sending {
+            return None;
+        }
+        self.restarts
+            .get(&claim.sent_by)
+            .filter(|restart| claim.at < restart.theirs)
+            .copied()
     }
 
     /// Records that `key` is covered by another agent's `claim`, and adopts its incident id.
@@ -795,6 +865,7 @@ mod tests {
                 config_hash: ConfigHash([0; 32]),
                 wall_clock: t(now),
             },
+            t(now),
         );
     }
 
@@ -929,10 +1000,73 @@ mod tests {
         m.owe(key("a/health@1000"), t(1_000));
         m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
         assert!(m.due(t(1_200)).is_empty());
-        // edge restarts before it is missed: live all along, but its claim died with it.
+        // edge restarts before it is missed: live all along, but its claim died with it. It
+        // keeps its place first in line: vps waits one takeover window from the restart.
         hello(&mut m, "edge", "edge#2", 2_000);
         heartbeat(&mut m, "edge", 2_000);
-        assert_eq!(m.due(t(2_100)).len(), 1);
+        assert!(m.due(t(4_900)).is_empty());
+        heartbeat(&mut m, "edge", 4_900);
+        assert_eq!(m.due(t(5_000)).len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_claimer_that_renews_its_claim_keeps_the_page() {
+        let mut m = mesh("vps", &["edge", "vps"]);
+        hello(&mut m, "edge", "edge#1", 500);
+        heartbeat(&mut m, "edge", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
+        // edge restarts; its outbox still holds the page, so the new instance renews the claim.
+        hello(&mut m, "edge", "edge#2", 2_000);
+        m.merge_log(claim("edge", "a/health@900", 2_050, LogState::Sending));
+        for now in (2_100..30_000).step_by(500) {
+            heartbeat(&mut m, "edge", now);
+            assert!(m.due(t(now)).is_empty(), "held at {now}");
+        }
+        m.merge_log(claim("edge", "a/health@900", 2_050, LogState::Sent));
+        assert!(m.due(t(30_000)).is_empty());
+        assert_eq!(m.owed().count(), 0);
+    }
+
+    #[test]
+    fn a_reclaim_renews_the_own_claim() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        let old = claim("edge", "a/health@900", 1_100, LogState::Sending);
+        m.merge_log(old);
+        let renewed = m.reclaim(key("a/health@900"), t(5_000));
+        assert_eq!(renewed.at, t(5_000));
+        assert_eq!(m.log().get(&key("a/health@900")), Some(&renewed));
+        let sent = m.sent(&key("a/health@900"), t(6_000));
+        assert_eq!(sent.state, LogState::Sent);
+        assert_eq!(sent.at, t(5_000), "a claim keeps the time it was made");
+    }
+
+    #[test]
+    fn a_peer_is_offline_only_after_a_streak_of_unreachable_rounds() {
+        let mut m = mesh("edge", &["edge", "vps", "third"]);
+        let round = |m: &mut MeshState, at: i64, vps: Status| {
+            heartbeat(m, "vps", at);
+            heartbeat(m, "third", at);
+            for target in ["a", "b"] {
+                m.observe("vps", obs(target, vps, at));
+                m.observe("third", obs(target, Status::Operational, at));
+                m.observe("edge", obs(target, Status::Operational, at));
+            }
+        };
+        // A lossy link: a round where every probe timed out, then one that got through.
+        round(&mut m, 1_000, Status::Unreachable);
+        round(&mut m, 2_000, Status::Unreachable);
+        assert!(m.offline_peers(t(2_000)).is_empty());
+        round(&mut m, 3_000, Status::Operational);
+        round(&mut m, 4_000, Status::Unreachable);
+        round(&mut m, 5_000, Status::Unreachable);
+        assert!(m.offline_peers(t(5_000)).is_empty());
+        // The same observations again (a reconnect's catch-up) are not new probes.
+        m.observe("vps", obs("a", Status::Unreachable, 5_000));
+        m.observe("vps", obs("b", Status::Unreachable, 5_000));
+        assert!(m.offline_peers(t(5_000)).is_empty());
+        round(&mut m, 6_000, Status::Unreachable);
+        assert_eq!(m.offline_peers(t(6_000)), ["vps"]);
     }
 
     #[test]

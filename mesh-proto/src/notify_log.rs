@@ -76,6 +76,10 @@ impl NotificationLog {
                 *current = entry;
                 return Merged::Sent;
             }
+            if current.state == entry.state && entry.at > current.at {
+                // A renewed claim (its agent restarted and still sends it): the latest stands.
+                current.at = entry.at;
+            }
             return Merged::Known;
         }
         if (entry.at, &entry.sent_by) < (current.at, &current.sent_by) {

@@ -1025,7 +1025,7 @@ impl World {
         let name = self.names[from].clone();
         let agent = &mut self.agents[to];
         match msg {
-            Msg::Hello(hello) => agent.mesh.on_hello(&name, hello),
+            Msg::Hello(hello) => agent.mesh.on_hello(&name, hello, now),
             Msg::Heartbeat(hb) => {
                 assert!(agent.mesh.on_heartbeat(&name, &hb, now));
             }

@@ -31,17 +31,18 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Writes the config (`shared`: everything after `[mesh]` and its peers) and certificates.
+    /// Writes the config of agent `name` on `host` (`shared`: everything after `[mesh]` and its
+    /// peers) and its certificate, issued by the CA in `ca`, into `work/HOST`.
     pub(crate) fn prepare(
         work: &Path,
         ca: &Path,
         pom: &Path,
+        name: &'static str,
         host: &Host,
         peers: &[Host],
         shared: &str,
     ) -> anyhow::Result<Self> {
-        let name = host.name;
-        let home = work.join(name);
+        let home = work.join(host.name);
         std::fs::create_dir_all(&home)?;
         let certs = home.join("mesh");
         pom::pki::issue(name, ca, &certs, 30, false)
@@ -124,6 +125,11 @@ impl Agent {
             );
         }
         Ok(())
+    }
+
+    /// The agent's process id (`ip netns exec` execs it, so it is pom's own).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub(crate) fn running(&self) -> bool {

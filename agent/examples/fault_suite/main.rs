@@ -16,10 +16,12 @@
 //! return and on panic, a signal thread on SIGINT/SIGTERM.
 
 mod agents;
+mod intruders;
 mod netns;
 mod report;
 mod scenarios;
 mod scene;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -51,8 +53,9 @@ pub(crate) struct Args {
     /// Keep the scratch directory (configs, data, logs) even on success.
     #[arg(long)]
     pub(crate) keep: bool,
-    /// Soak mode (not implemented yet).
-    #[arg(long)]
+    /// Soak mode instead of the scenarios: 1,000 checks on the three agents for this many
+    /// minutes, reporting memory over time and the mesh's bytes per second (docs/benchmarks.md).
+    #[arg(long, value_name = "MINUTES")]
     pub(crate) soak: Option<u64>,
 }
 
@@ -81,10 +84,11 @@ fn main() -> anyhow::Result<()> {
         let listen = argv.next().context("sink DIR ADDR")?;
         return scene::serve_sink(&dir, &listen);
     }
-    let args = Args::parse();
-    if args.soak.is_some() {
-        bail!("--soak is not implemented yet");
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("garbage") {
+        return intruders::garbage_main(argv);
     }
+    let args = Args::parse();
     // SIGINT/SIGTERM: kill what runs in our namespaces, delete them, exit.
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -108,6 +112,13 @@ fn main() -> anyhow::Result<()> {
         netns::sweep();
         std::process::exit(130);
     });
+    if let Some(minutes) = args.soak {
+        let pom = scenarios::find_pom(&args)?;
+        let base = std::env::current_dir()?.join("target/fault-suite");
+        std::fs::create_dir_all(&base)?;
+        let work = tempfile::Builder::new().prefix("soak-").tempdir_in(&base)?;
+        return soak::run(&args, minutes, &pom, work.path());
+    }
     let started = Instant::now();
     let results = scenarios::run_all(&args)?;
     let elapsed = started.elapsed();

@@ -13,6 +13,8 @@ use crate::poll;
 use crate::scene::{self, DNS_NAME, Daemon, SINK_PORT, now_ms};
 
 const SITE: &str = "10.77.0.20";
+/// The receiver host: the webhook sink and Alertmanager.
+const RECV: &str = "10.77.0.30";
 const APP_PORT: u16 = 8080;
 /// The check ids every agent runs.
 pub(crate) const CHECKS: [&str; 4] = [
@@ -46,7 +48,7 @@ enum Sender {
 }
 
 #[derive(Debug, Clone)]
-struct Want {
+pub(crate) struct Want {
     check: String,
     event: &'static str,
     sender: Sender,
@@ -126,6 +128,42 @@ fn compare(alerts: &[Value], wants: &[Want]) -> Vec<String> {
     out
 }
 
+/// Compares Alertmanager's notifications with `wants`: one `firing` and one `resolved` for
+/// each firing the webhook should get. Alertmanager notifies nothing of an alert it never saw
+/// firing (the outage report after an isolation is a lone `resolved`).
+fn compare_am(notified: &[(String, String)], wants: &[Want]) -> Vec<String> {
+    let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for w in wants.iter().filter(|w| w.event == "firing") {
+        for status in ["firing", "resolved"] {
+            *expected
+                .entry((w.check.clone(), status.to_owned()))
+                .or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for n in notified {
+        *got.entry(n.clone()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for key in expected
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (e, g) = (
+            expected.get(key).copied().unwrap_or(0),
+            got.get(key).copied().unwrap_or(0),
+        );
+        if e != g {
+            out.push(format!(
+                "Alertmanager notified {} {} {g} times, {e} expected",
+                key.0, key.1
+            ));
+        }
+    }
+    out
+}
+
 /// Alerts grouped as `check event by SENDER ×N`.
 fn summary(alerts: &[Value]) -> String {
     if alerts.is_empty() {
@@ -171,19 +209,32 @@ fn describe(wants: &[Want]) -> String {
         .join("; ")
 }
 
+/// How many alerts each receiver held at some moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    hook: usize,
+    am: usize,
+}
+
 /// The hosts, the daemons and the agents. Fields drop in order: agents and daemons first, the
 /// namespaces last.
 pub(crate) struct Suite {
+    pub(crate) work: PathBuf,
+    pub(crate) pom: PathBuf,
+    pub(crate) mesh_ca: PathBuf,
+    /// The shared part of every agent's config (targets, alerts).
+    pub(crate) shared: String,
     pub(crate) sink_dir: PathBuf,
     pub(crate) agents: Vec<Agent>,
     pub(crate) site: Daemon,
     pub(crate) app: Daemon,
     _dns: Daemon,
+    _alertmanager: Daemon,
     _sink: Daemon,
     pub(crate) net: Net,
 }
 
-fn find_pom(args: &Args) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_pom(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(p) = &args.pom {
         return Ok(p.canonicalize()?);
     }
@@ -202,11 +253,24 @@ fn find_pom(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(pom)
 }
 
-fn shared_config(ca_pem: &Path) -> String {
-    let t = "  interval = \"2s\"\n  timeout = \"1s\"\n";
+/// The config every agent shares after its `[mesh]`: the alert rules, the channels (none for
+/// an intruder: its pages are not the mesh's) and the four targets.
+pub(crate) fn shared_config(ca_pem: &Path, channels: bool) -> String {
+    // 1.5 s: above TCP's 1 s SYN retransmission, as every real timeout is (the default is 10 s),
+    // so a single lost SYN on a lossy link (scenario 8) does not fail a probe by itself.
+    let t = "  interval = \"2s\"\n  timeout = \"1500ms\"\n";
+    let hook = if channels {
+        format!(
+            "[[alerts.channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{RECV}:{SINK_PORT}{}\"\n\n\
+             [[alerts.channels]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://{RECV}:{}\"\n\n",
+            scene::HOOK_PATH,
+            scene::AM_PORT
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "[alerts]\ncooldown = \"1s\"\nrepeat_interval = \"0s\"\nrunbook_base = \"https://runbook.example/runbook.md\"\n\n\
-         [[alerts.channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://10.77.0.30:{SINK_PORT}/hook\"\n\n\
+        "[alerts]\ncooldown = \"1s\"\nrepeat_interval = \"0s\"\nrunbook_base = \"https://runbook.example/runbook.md\"\n\n{hook}\
          [[targets]]\nname = \"site\"\nurl = \"http://{SITE}\"\n  [targets.health]\n  path = \"/health\"\n{t}\n\
          [[targets]]\nname = \"site-tls\"\nurl = \"https://{SITE}\"\nca_file = \"{ca}\"\n  [targets.health]\n  path = \"/health\"\n{t}\n\
          [[targets]]\nname = \"site-dns\"\n  [[targets.dns]]\n  type = \"A\"\n  name = \"{DNS_NAME}\"\n  nameserver = \"{SITE}\"\n  expect = [\"{SITE}\"]\n{t}\n\
@@ -223,7 +287,9 @@ impl Suite {
             ("vps", "10.77.0.12"),
             ("third", "10.77.0.13"),
             ("site", SITE),
-            ("recv", "10.77.0.30"),
+            ("recv", RECV),
+            ("rogue", "10.77.0.14"),
+            ("mallory", "10.77.0.15"),
         ])?;
         let certs = work.join("site-certs");
         std::fs::create_dir_all(&certs)?;
@@ -233,16 +299,18 @@ impl Suite {
         let dns = scene::dnsmasq(&work.join("dnsmasq"), net.host("site"))?;
         let sink_dir = work.join("sink");
         let sink = scene::sink(&sink_dir, net.host("recv"))?;
+        let alertmanager = scene::alertmanager(&work.join("alertmanager"), net.host("recv"))?;
         let ca = work.join("mesh-ca");
         pom::pki::init_ca(&ca, 365, false).context("creating the mesh CA")?;
         let peers: Vec<Host> = NAMES.iter().map(|n| net.host(n).clone()).collect();
-        let shared = shared_config(&ca_pem);
+        let shared = shared_config(&ca_pem, true);
         let mut agents = Vec::new();
         for name in NAMES {
             agents.push(Agent::prepare(
                 work,
                 &ca,
                 &pom,
+                name,
                 net.host(name),
                 &peers,
                 &shared,
@@ -255,11 +323,16 @@ impl Suite {
             a.wait_ready()?;
         }
         Ok(Self {
+            work: work.to_owned(),
+            pom,
+            mesh_ca: ca,
+            shared: shared_config(&ca_pem, false),
             sink_dir,
             agents,
             site,
             app,
             _dns: dns,
+            _alertmanager: alertmanager,
             _sink: sink,
             net,
         })
@@ -272,18 +345,49 @@ impl Suite {
             .expect("the three agents exist")
     }
 
-    fn alerts(&self) -> Vec<Value> {
-        scene::alerts(&self.sink_dir)
+    pub(crate) fn agent_ref(&self, name: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .expect("the three agents exist")
     }
 
-    fn since(&self, mark: usize) -> Vec<Value> {
-        self.alerts().into_iter().skip(mark).collect()
+    /// The agents' alerts the webhook received so far, in arrival order.
+    pub(crate) fn alerts(&self) -> Vec<Value> {
+        scene::received(&self.sink_dir, scene::HOOK_PATH)
+    }
+
+    /// What the receivers hold now: later alerts are the ones after this mark.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            hook: self.alerts().len(),
+            am: scene::received(&self.sink_dir, scene::AM_PATH).len(),
+        }
+    }
+
+    fn since(&self, mark: Mark) -> Vec<Value> {
+        self.alerts().into_iter().skip(mark.hook).collect()
+    }
+
+    /// Alertmanager's notifications since `mark`, one `(check, status)` per alert in them.
+    fn am_since(&self, mark: Mark) -> Vec<(String, String)> {
+        scene::received(&self.sink_dir, scene::AM_PATH)
+            .into_iter()
+            .skip(mark.am)
+            .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+            .map(|a| {
+                (
+                    a["labels"]["check"].as_str().unwrap_or("?").to_owned(),
+                    a["status"].as_str().unwrap_or("?").to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Waits for the first alert after `mark` about `check` with `event` (and `target`).
     fn wait_alert(
         &mut self,
-        mark: usize,
+        mark: Mark,
         check: &str,
         event: &str,
         secs: f64,
@@ -318,7 +422,7 @@ impl Suite {
 
     /// Waits until every running agent sees the others alive and connected, is not isolated,
     /// and holds the verdict `up` on every check.
-    fn settle(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn settle(&mut self) -> anyhow::Result<()> {
         let running: Vec<&'static str> = self
             .agents
             .iter()
@@ -370,7 +474,7 @@ impl Suite {
     }
 
     /// Waits until every running agent did `n` more probe runs.
-    fn wait_runs(&mut self, n: u64) -> anyhow::Result<()> {
+    pub(crate) fn wait_runs(&mut self, n: u64) -> anyhow::Result<()> {
         let mut targets = Vec::new();
         for a in self.agents.iter().filter(|a| a.running()) {
             let now = a.runs().with_context(|| format!("{}'s /metrics", a.name))?;
@@ -391,11 +495,17 @@ impl Suite {
     }
 
     /// Settles, waits the quiet window and compares what arrived since `mark` with `wants`.
-    fn judge(&mut self, mark: usize, wants: &[Want], out: &mut Outcome) -> anyhow::Result<()> {
+    pub(crate) fn judge(
+        &mut self,
+        mark: Mark,
+        wants: &[Want],
+        out: &mut Outcome,
+    ) -> anyhow::Result<()> {
         self.settle()?;
         self.wait_runs(QUIET_RUNS)?;
         let got = self.since(mark);
-        let dev = compare(&got, wants);
+        let mut dev = compare(&got, wants);
+        dev.extend(compare_am(&self.am_since(mark), wants));
         out.runs += 1;
         if out.expected.is_empty() {
             out.expected = describe(wants);
@@ -424,7 +534,7 @@ fn tta(alert: &Value, t0: i64) -> i64 {
 /// Runs the scenarios `args` asks for; an error that stops a scenario becomes its deviation.
 pub(crate) fn run_all(args: &Args) -> anyhow::Result<Vec<Outcome>> {
     let list: Vec<u32> = if args.scenarios.is_empty() {
-        vec![1, 2, 3, 4, 5, 7, 6, 8, 9, 11]
+        vec![1, 2, 3, 4, 5, 7, 6, 8, 9, 10, 11]
     } else {
         args.scenarios.clone()
     };
@@ -446,6 +556,7 @@ pub(crate) fn run_all(args: &Args) -> anyhow::Result<Vec<Outcome>> {
             7 => vec![split(&mut suite)],
             8 => vec![flaky(&mut suite, args)],
             9 => vec![receiver_outage(&mut suite)],
+            10 => vec![crate::intruders::intruders(&mut suite)],
             11 => vec![clock_skew(&mut suite)],
             other => vec![Outcome {
                 scenario: format!("{other}"),
@@ -477,7 +588,7 @@ pub(crate) fn run_all(args: &Args) -> anyhow::Result<Vec<Outcome>> {
 }
 
 /// Runs `body` once, turning an error into a deviation of `out`.
-fn guarded(out: &mut Outcome, body: impl FnOnce(&mut Outcome) -> anyhow::Result<()>) {
+pub(crate) fn guarded(out: &mut Outcome, body: impl FnOnce(&mut Outcome) -> anyhow::Result<()>) {
     if let Err(e) = body(out) {
         out.deviations.push(format!("{e:#}"));
     }
@@ -490,7 +601,7 @@ fn steady(s: &mut Suite, args: &Args) -> Outcome {
     };
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         s.wait_runs(args.steady_runs)?;
         s.judge(mark, &[], out)?;
         out.expected = format!("0 alerts over {} probe runs per agent", args.steady_runs);
@@ -535,7 +646,7 @@ fn site_down(s: &mut Suite, args: &Args) -> Vec<Outcome> {
         for _ in 0..args.repeat {
             guarded(&mut out, |out| {
                 s.settle()?;
-                let mark = s.alerts().len();
+                let mark = s.mark();
                 site_fault(s, how, true)?;
                 let t0 = now_ms();
                 let a = s.wait_alert(mark, "site/health", "firing", 30.0)?;
@@ -571,7 +682,7 @@ fn edge_network(s: &mut Suite, args: &Args) -> Vec<Outcome> {
             let edge = s.net.host("edge").clone();
             guarded(&mut out, |out| {
                 s.settle()?;
-                let mark = s.alerts().len();
+                let mark = s.mark();
                 if loss {
                     edge.fault(
                         &["iifname != \"lo\" drop".into()],
@@ -637,7 +748,7 @@ fn vps_loss(s: &mut Suite) -> Outcome {
     };
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         s.agent("vps").kill("-9")?;
         s.app.stop()?;
         let t0 = now_ms();
@@ -691,7 +802,7 @@ fn notifier_dies(s: &mut Suite) -> Outcome {
     };
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         s.site.stop()?;
         s.agent("edge").kill("-9")?;
         let t0 = now_ms();
@@ -722,7 +833,7 @@ fn agent_restart(s: &mut Suite) -> Outcome {
     };
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         s.site.stop()?;
         let t0 = now_ms();
         let a = s.wait_alert(mark, "site/health", "firing", 30.0)?;
@@ -756,7 +867,7 @@ fn split(s: &mut Suite) -> Outcome {
     let edge = s.net.host("edge").clone();
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         // Only the mesh (QUIC, UDP 9101) is cut: every agent still reaches the site and the app.
         edge.fault(
             &["ip saddr { 10.77.0.12, 10.77.0.13 } udp sport 9101 drop".into()],
@@ -798,7 +909,7 @@ fn flaky(s: &mut Suite, args: &Args) -> Outcome {
     let edge = s.net.host("edge").clone();
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         let rule = "numgen random mod 100 < 30 drop";
         edge.fault(
             &[format!("iifname != \"lo\" {rule}")],
@@ -822,7 +933,7 @@ fn receiver_outage(s: &mut Suite) -> Outcome {
     let dir = s.sink_dir.clone();
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         let refused = |d: &Path| {
             std::fs::read_to_string(d.join("refused.jsonl"))
                 .unwrap_or_default()
@@ -866,7 +977,7 @@ fn clock_skew(s: &mut Suite) -> Outcome {
     };
     guarded(&mut out, |out| {
         s.settle()?;
-        let mark = s.alerts().len();
+        let mark = s.mark();
         let t = s.agent("third");
         t.kill("-TERM")?;
         t.faketime = Some("+5s".into());

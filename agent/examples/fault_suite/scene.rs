@@ -1,8 +1,9 @@
 //! What the agents watch and where they report: nginx (HTTP and HTTPS, test certificates from
 //! `pom::testbed::certs`) and dnsmasq on the site host, an app (a second nginx) in the `vps`
-//! host, and the webhook sink on the receiver host. The sink is this very binary run as
-//! `fault_suite sink DIR` inside the receiver's namespace: it appends every alert, with its
-//! arrival time, to `DIR/alerts.jsonl`, and answers 500 while `DIR/fail` exists.
+//! host, and on the receiver host the webhook sink and Alertmanager. The sink is this very binary
+//! run as `fault_suite sink DIR` inside the receiver's namespace: it appends every POST (the
+//! agents' webhook on `/hook`, Alertmanager's notifications on `/am`), with its arrival time, to
+//! `DIR/alerts.jsonl`, and answers 500 on `/hook` while `DIR/fail` exists.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +21,13 @@ use crate::poll;
 pub(crate) const DNS_NAME: &str = "site.pomf.test";
 /// The sink's port on the receiver host.
 pub(crate) const SINK_PORT: u16 = 8080;
+/// Where the agents' webhook channel posts on the sink.
+pub(crate) const HOOK_PATH: &str = "/hook";
+/// Where Alertmanager's webhook receiver posts on the sink.
+pub(crate) const AM_PATH: &str = "/am";
+/// Alertmanager's port on the receiver host.
+pub(crate) const AM_PORT: u16 = 9093;
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
 pub(crate) fn now_ms() -> i64 {
     let d = std::time::SystemTime::now()
@@ -248,16 +256,54 @@ pub(crate) fn sink(dir: &Path, host: &Host) -> anyhow::Result<Daemon> {
     Ok(daemon)
 }
 
-/// The alerts the sink has recorded so far, in arrival order.
-pub(crate) fn alerts(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("alerts.jsonl"))
-        .unwrap_or_default()
+/// What the sink recorded so far on `path` (`HOOK_PATH` or `AM_PATH`), in arrival order.
+/// Only whole lines count: one being written is read at the next look. A line that is not JSON
+/// (it cannot happen: the sink writes each whole) would show as `{"unparsable": …}`.
+pub(crate) fn received(dir: &Path, path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("alerts.jsonl")).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap_or_else(
+                |_| serde_json::json!({ "unparsable": l, "sink_path": path, "check": "?" }),
+            )
+        })
+        .filter(|v| v["sink_path"] == path)
         .collect()
 }
 
-/// Makes the sink answer 500 (`true`) or 200.
+/// Alertmanager (Debian's `prometheus-alertmanager`) on `host`, without clustering: every alert
+/// is a group of its own, notified at once and resolved within a second, to the sink's
+/// `AM_PATH`. The agents post to it as their second channel.
+pub(crate) fn alertmanager(dir: &Path, host: &Host) -> anyhow::Result<Daemon> {
+    std::fs::create_dir_all(dir)?;
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: sink\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 24h\n\
+             receivers:\n  - name: sink\n    webhook_configs:\n      - url: http://{}:{SINK_PORT}{AM_PATH}\n        send_resolved: true\n",
+            host.ip
+        ),
+    )?;
+    let args = vec![
+        ALERTMANAGER.to_owned(),
+        format!("--config.file={}", config.display()),
+        format!("--storage.path={}", dir.join("data").display()),
+        format!("--web.listen-address={}:{AM_PORT}", host.ip),
+        "--cluster.listen-address=".to_owned(),
+    ];
+    let mut daemon = Daemon::start("Alertmanager", &host.ns, args, dir.join("alertmanager.log"))?;
+    let ready = format!("http://{}:{AM_PORT}/-/ready", host.ip);
+    poll("Alertmanager to be ready", 30.0, || {
+        daemon.alive()?;
+        Ok(exec(&host.ns, &["curl", "-sf", "-m", "1", &ready]).is_ok())
+    })?;
+    Ok(daemon)
+}
+
+/// Makes the sink answer 500 (`true`) or 200 to the agents' webhook.
 pub(crate) fn sink_failing(dir: &Path, failing: bool) -> anyhow::Result<()> {
     let flag = dir.join("fail");
     if failing {
@@ -301,14 +347,22 @@ fn handle(dir: &Path, stream: TcpStream) -> anyhow::Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    let failing = dir.join("fail").exists();
+    let path = first.split_whitespace().nth(1).unwrap_or("");
+    // Only the agents' webhook fails (scenario 9); Alertmanager's notifications always land.
+    let failing = path == HOOK_PATH && dir.join("fail").exists();
     if first.starts_with("POST") {
         let mut value: Value = serde_json::from_slice(&body)
             .ok()
             .filter(Value::is_object)
             .unwrap_or_else(|| serde_json::json!({ "raw": String::from_utf8_lossy(&body) }));
         value["received_ms"] = now_ms().into();
-        value["sink_path"] = first.split_whitespace().nth(1).unwrap_or("").into();
+        value["sink_path"] = path.into();
+        // One line, written whole under a lock: the agents and Alertmanager post at once.
+        static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let line = format!("{value}\n");
+        let _guard = WRITES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -317,7 +371,7 @@ fn handle(dir: &Path, stream: TcpStream) -> anyhow::Result<()> {
             } else {
                 "alerts.jsonl"
             }))?;
-        writeln!(file, "{value}")?;
+        file.write_all(line.as_bytes())?;
     }
     let status = if failing {
         "500 Internal Server Error"

@@ -141,7 +141,7 @@ struct Held {
 }
 
 /// A claimed page being sent: its delivery is reported by the outbox with the payload's ids.
-type PayloadIds = (String, String, AlertEvent, u32);
+pub type PayloadIds = (String, String, AlertEvent, u32);
 
 /// This agent in the mesh. See the [module docs](self).
 #[derive(Debug)]
@@ -342,7 +342,7 @@ impl Node {
                     tracing::warn!(peer = %peer, theirs = %hello.config_hash, ours = %self.setup.config_hash,
                         "peer runs another shared config (config drift)");
                 }
-                self.state.on_hello(&peer, hello);
+                self.state.on_hello(&peer, hello, now);
                 if let Some(t) = cert_not_after {
                     self.peer_certs.insert(peer.clone(), t);
                 }
@@ -492,6 +492,24 @@ impl Node {
         let owed: BTreeSet<&NotificationKey> = self.state.owed().collect();
         self.held.retain(|k, _| owed.contains(k));
         out
+    }
+
+    /// After a restart: the outbox still holds this page (`ids` are its payload's check,
+    /// incident, event and repeat), so this agent renews its claim before any peer hears from
+    /// it, and its delivery turns the claim `sent` as usual. Without the renewal the peers would
+    /// take the previous instance's claim for dead and send the page too.
+    pub fn reclaim(&mut self, ids: PayloadIds, now: Timestamp) {
+        let (subject, incident, event, repeat) = ids.clone();
+        let key = NotificationKey {
+            subject,
+            incident,
+            event,
+            repeat,
+        };
+        let entry = self.state.reclaim(key.clone(), now);
+        self.transport
+            .broadcast(FrameV1::NotificationLog(vec![entry]));
+        self.sending.insert(ids, key);
     }
 
     /// The outbox delivered a page to a channel: the claim becomes `sent`, and is gossiped.

@@ -52,6 +52,9 @@ use crate::store::StoreHandle;
 pub const ROUND: Duration = Duration::from_millis(500);
 /// How long a latency baseline is used before it is read again.
 const BASELINE_MAX_AGE_MS: i64 = 3_600_000;
+/// At most this many outbox rows are read at start-up to renew their claims (a backlog beyond
+/// that is years of alerts to a dead channel; its rest may be sent by a peer too).
+const RECLAIM_LIMIT: u32 = 10_000;
 /// The span of the latency baseline.
 const BASELINE_SPAN_MS: i64 = 7 * 86_400_000;
 
@@ -235,11 +238,13 @@ pub struct Monitor {
     was_alone: bool,
     alone_failure: bool,
     /// Deliveries reported by the outbox (mesh only: they turn claims into `sent`).
-    deliveries: (mpsc::Sender<DeliveryIds>, mpsc::Receiver<DeliveryIds>),
+    deliveries: mpsc::Receiver<DeliveryIds>,
 }
 
 impl Monitor {
-    /// A monitor that restores the saved lifecycles and the latest heartbeat pings.
+    /// A monitor that restores the saved lifecycles and the latest heartbeat pings. In a mesh it
+    /// renews the claims of what the outbox still holds. `deliveries` are the outbox's reports
+    /// of accepted deliveries, wired before the outbox started, so none is missed.
     pub async fn new(
         config: MonitorConfig,
         store: StoreHandle,
@@ -247,6 +252,7 @@ impl Monitor {
         board: Arc<Board>,
         run_now: mpsc::Sender<CheckId>,
         mesh: Option<Node>,
+        deliveries: mpsc::Receiver<DeliveryIds>,
     ) -> Self {
         let now = now();
         let mut engine = new_engine(&config, mesh.is_some());
@@ -274,10 +280,6 @@ impl Monitor {
         }
         board.set_checks(config.board_checks());
         let refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
-        let deliveries = mpsc::channel(1024);
-        if mesh.is_some() {
-            outbox.report_to(deliveries.0.clone());
-        }
         let mut monitor = Self {
             mesh,
             isolated_since: None,
@@ -314,7 +316,40 @@ impl Monitor {
         let known = &monitor.known;
         monitor.engine.retain_checks(|id| known.contains(id));
         monitor.reopen_alerts().await;
+        monitor.reclaim_outbox(now).await;
         monitor
+    }
+
+    /// In a mesh, after a restart: renews this agent's claim of every page its outbox still
+    /// holds, so the peers keep holding it instead of sending it too (the outbox sends it).
+    async fn reclaim_outbox(&mut self, now: Timestamp) {
+        let Some(node) = &mut self.mesh else { return };
+        match self.store.undelivered(RECLAIM_LIMIT).await {
+            Ok(pending) => {
+                let ids: BTreeSet<DeliveryIds> = pending
+                    .into_iter()
+                    .map(|d| {
+                        (
+                            d.alert.check,
+                            d.alert.incident,
+                            d.alert.event,
+                            d.alert.repeat,
+                        )
+                    })
+                    .collect();
+                if !ids.is_empty() {
+                    tracing::info!(
+                        pages = ids.len(),
+                        "the outbox still holds pages: renewing their claims in the mesh"
+                    );
+                }
+                for ids in ids {
+                    node.reclaim(ids, now);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e,
+                "cannot read the outbox: its pages may also be sent by a peer"),
+        }
     }
 
     /// After a restart, finds the latest firing alert of every incident that paged and is still
@@ -361,9 +396,6 @@ impl Monitor {
                 Some(command) = commands.recv() => match command {
                     Command::Reconfigure(config, outbox, run_now, mesh) => {
                         self.refresh_every = outbox.channels().filter_map(|c| c.refresh_interval()).min();
-                        if self.mesh.is_some() {
-                            outbox.report_to(self.deliveries.0.clone());
-                        }
                         self.outbox = outbox;
                         self.run_now = run_now;
                         self.reconfigure(*config, mesh.map(|m| *m));
@@ -372,7 +404,7 @@ impl Monitor {
                 },
                 Some(result) = results.recv() => self.observe(&result),
                 Some(event) = next_event(&mut self.mesh) => self.mesh_event(event),
-                Some(ids) = self.deliveries.1.recv() => {
+                Some(ids) = self.deliveries.recv() => {
                     if let Some(node) = &mut self.mesh {
                         node.delivered(&ids, now());
                     }

@@ -259,6 +259,11 @@ impl StoreHandle {
             .await
     }
 
+    /// Up to `limit` undelivered alerts, due or waiting for their next attempt, earliest first.
+    pub async fn undelivered(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        self.due_deliveries(Timestamp(i64::MAX), limit).await
+    }
+
     /// Marks an outbox entry delivered; it is no longer due nor pending.
     pub async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         self.request(|reply| Query::MarkDelivered { id, now, reply })

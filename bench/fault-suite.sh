@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The network-namespace fault suite (issue 5; docs/fault-suite.md). Needs root (ip netns,
-# nftables), nginx, dnsmasq, nft, curl and faketime (Debian: nginx-light dnsmasq nftables curl
-# faketime). Builds the agent and the harness, then runs every implemented scenario; the
-# arguments are passed on (e.g. --scenario 2 --repeat 1). Exits non-zero on any deviation.
+# nftables), nginx, dnsmasq, nft, curl, faketime and Alertmanager (Debian: nginx-light dnsmasq
+# nftables curl faketime prometheus-alertmanager; .ci/run installs them). Builds the agent and
+# the harness, then runs every scenario; the arguments are passed on (e.g. --scenario 2
+# --repeat 1, or --soak 30). Exits non-zero on any deviation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

@@ -24,8 +24,10 @@ use pom::mesh::tls::MeshTls;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use crate::agents::{Agent, MESH_PORT, NAMES};
+use crate::judge::Outcome;
 use crate::netns::exec;
-use crate::scenarios::{Outcome, Suite, guarded};
+use crate::scenarios::play;
+use crate::suite::Suite;
 
 /// The close code of a protocol error on the mesh port (docs/protocol.md §1).
 const CLOSE_PROTOCOL: u64 = 3;
@@ -250,11 +252,10 @@ fn trespass(agent: &Agent) -> Vec<String> {
 pub(crate) fn intruders(s: &mut Suite) -> Outcome {
     let mut out = Outcome {
         scenario: "10 intruders: another CA, an unlisted name, garbage frames".into(),
+        expected: "every intruder refused (garbage: close code 3, 12 of 12), none listed or voting, peers alive, 0 alerts".into(),
         ..Outcome::default()
     };
-    guarded(&mut out, |out| {
-        s.settle()?;
-        let mark = s.mark();
+    play(s, &mut out, |s, _, out| {
         let mut intruders = start_intruders(s)?;
         // The intruders try for a while: every agent keeps probing and heart-beating.
         s.wait_runs(20)?;
@@ -291,9 +292,7 @@ pub(crate) fn intruders(s: &mut Suite) -> Outcome {
         for i in &mut intruders {
             i.kill("-9")?;
         }
-        s.judge(mark, &[], out)?;
-        out.expected = "every intruder refused (garbage: close code 3, 12 of 12), none listed or voting, peers alive, 0 alerts".into();
-        Ok(())
+        Ok(Vec::new())
     });
     out
 }

@@ -17,11 +17,13 @@
 
 mod agents;
 mod intruders;
+mod judge;
 mod netns;
 mod report;
 mod scenarios;
 mod scene;
 mod soak;
+mod suite;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(130);
     });
     if let Some(minutes) = args.soak {
-        let pom = scenarios::find_pom(&args)?;
+        let pom = suite::find_pom(&args)?;
         let base = std::env::current_dir()?.join("target/fault-suite");
         std::fs::create_dir_all(&base)?;
         let work = tempfile::Builder::new().prefix("soak-").tempdir_in(&base)?;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::Args;
-use crate::scenarios::Outcome;
+use crate::judge::Outcome;
 
 fn tta(xs: &[i64]) -> (String, String) {
     if xs.is_empty() {
@@ -73,17 +73,24 @@ pub(crate) fn finish(args: &Args, results: &[Outcome], elapsed: Duration) -> any
     if args.out != "-" {
         let doc = format!(
             "# Fault suite\n\n\
-             The network-namespace fault suite of issue 5 (`agent/examples/fault_suite/`): three `pom run`\n\
-             agents (`edge` 10.77.0.11, `vps` 10.77.0.12, `third` 10.77.0.13), a site host (10.77.0.20:\n\
-             nginx HTTP and HTTPS, dnsmasq) and a receiver host (10.77.0.30: webhook sink), each its own\n\
-             network namespace on a bridge. Four checks at 2 s (timeout 1 s): `site/health`,\n\
+             The network-namespace fault suite of issue 5 (`agent/examples/fault_suite/`), run by\n\
+             `.ci/run` and by hand with `bench/fault-suite.sh` (as root). Every host is its own network\n\
+             namespace on one bridge: three `pom run` agents (`edge` 10.77.0.11, `vps` 10.77.0.12,\n\
+             `third` 10.77.0.13), a site host (10.77.0.20: nginx over HTTP and HTTPS with test\n\
+             certificates, dnsmasq), a receiver host (10.77.0.30: a webhook sink and Debian's\n\
+             Alertmanager, which notifies the sink in turn), and for scenario 10 two intruder hosts\n\
+             (10.77.0.14, 10.77.0.15). Four checks at 2 s (timeout 1.5 s): `site/health`,\n\
              `site-tls/health`, `site-dns/dns:A:site.pomf.test`, `app/health` (an nginx on the `vps`\n\
-             host). Heartbeats every 1 s, 3 missed make a peer missing, cooldown 1 s.\n\n\
-             Run it as root: `bench/fault-suite.sh [--scenario N]... [--repeat K]`.\n\n\
-             Time-to-alert is from the fault (or the kill) to the firing's arrival at the sink; for\n\
-             site faults, the later of the two firings (`site/health`, `site-tls/health`). Every run\n\
-             of a scenario is judged after the mesh settled again and every agent did 30 more probe\n\
-             runs: the alerts received since the fault must be exactly the expected ones.\n\n\
+             host, so losing the VPS loses both). Heartbeats every 1 s, 3 missed make a peer missing,\n\
+             cooldown 1 s. Faults are made with `ip link`, nftables rules inside the namespaces\n\
+             (REJECT, DROP, 100 % and 30 % loss with `numgen random`), kill -9, SIGTERM and\n\
+             libfaketime.\n\n\
+             Time-to-alert is from the fault (or the kill) to the firing's arrival at the webhook; for\n\
+             several firings, the last of them. Every run of a scenario is judged after the mesh\n\
+             settled again and every agent did 30 more probe runs: the webhook must have received\n\
+             exactly the expected alerts since the fault (each once, from the expected sender,\n\
+             confirmed by enough agents), and Alertmanager must have notified exactly one `firing` and\n\
+             one `resolved` per expected firing, and nothing else.\n\n\
              ## Latest run\n\n{head}{table}"
         );
         std::fs::write(&args.out, doc)?;

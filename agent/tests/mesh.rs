@@ -363,6 +363,71 @@ async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
     });
 }
 
+/// `pom_outbox_pending` from /metrics: alerts queued and not delivered yet.
+fn outbox_pending(agent: &Agent) -> u64 {
+    let text = http_get(&format!("{}/metrics", agent.api), None).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("pom_outbox_pending "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notifier_restarted_with_its_page_still_queued_sends_it_once_and_no_peer_does() {
+    let mut mesh = Mesh::start("10s").await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        mesh.sink.failing.store(true, Ordering::SeqCst);
+        mesh.target.set(503);
+        // astra, the notifier, claims the firing; its webhook refuses it, so it stays queued.
+        for i in [1, 2] {
+            poll("astra's claim seen by its peers", || {
+                mesh_status(&mesh.agents[i])["self"]["notifications"]["sending"] == 1
+            });
+        }
+        poll("the firing queued at astra", || {
+            outbox_pending(&mesh.agents[0]) >= 1
+        });
+        // astra restarts: a new instance, its page still in its outbox.
+        mesh.agents[0].signal("-TERM");
+        mesh.agents[0].child().wait().unwrap();
+        mesh.agents[0].spawn();
+        mesh.wait_connected(&[0, 1, 2]);
+        // Several takeover windows (3 s a position) pass while the channel still fails: the
+        // peers hold the page astra renewed instead of queueing it themselves.
+        for i in [1, 2] {
+            mesh.agents[i].wait_runs(10);
+            assert_eq!(
+                outbox_pending(&mesh.agents[i]),
+                0,
+                "{} queued a page astra still holds",
+                NAMES[i]
+            );
+        }
+        mesh.sink.failing.store(false, Ordering::SeqCst);
+        poll("the firing", || {
+            !alerts(&mesh.sink, "shop/health", "firing").is_empty()
+        });
+        for i in [1, 2] {
+            poll("the firing known as sent", || {
+                mesh_status(&mesh.agents[i])["self"]["notifications"]["sent"] == 1
+            });
+        }
+        mesh.target.set(200);
+        poll("the resolved", || {
+            !alerts(&mesh.sink, "shop/health", "resolved").is_empty()
+        });
+        for agent in &mesh.agents {
+            agent.wait_runs(3);
+            assert_eq!(outbox_pending(agent), 0);
+        }
+        let firings = alerts(&mesh.sink, "shop/health", "firing");
+        assert_eq!(firings.len(), 1, "{firings:?}");
+        assert_eq!(firings[0]["sent_by"], "astra");
+        assert_eq!(alerts(&mesh.sink, "shop/health", "resolved").len(), 1);
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_mesh_certificate_for_new_connections_and_keeps_live_ones() {
     let mut mesh = Mesh::start("10s").await;

@@ -11,8 +11,10 @@
 //! a notification and sending it) with restarts, lost networks (probes unreachable, no peer, no
 //! channel) and broken probe paths (probes unreachable, mesh fine), while the targets go up and
 //! down. A restarted agent gets a fresh `MeshState` and keeps its engine's lifecycles (the agent
-//! persists them with every page); the pages it owed or had claimed die with it. A page the
-//! channel refuses (lost network) waits in the agent's durable outbox and is retried.
+//! persists them with every page); the pages it owed or had claimed die with it, except those in
+//! its outbox. A page the channel refuses (lost network) waits in the agent's durable outbox and
+//! is retried; the outbox survives a crash, and a restarted agent claims again what it holds
+//! (`MeshState::reclaim`) before its peers hear from it.
 //!
 //! Invariants (each assertion names its seed):
 //! 1. a check agreed failing has `required` fresh failing votes of eligible agents, each from a
@@ -295,6 +297,8 @@ struct Stats {
     crashes: u64,
     mid_send_crashes: u64,
     mid_send_verified: u64,
+    /// Pages a restarted agent claimed again from its outbox.
+    reclaims: u64,
     partitions: u64,
     net_downs: u64,
     loss_periods: u64,
@@ -321,6 +325,7 @@ impl Stats {
         self.crashes += o.crashes;
         self.mid_send_crashes += o.mid_send_crashes;
         self.mid_send_verified += o.mid_send_verified;
+        self.reclaims += o.reclaims;
         self.partitions += o.partitions;
         self.net_downs += o.net_downs;
         self.loss_periods += o.loss_periods;
@@ -337,7 +342,8 @@ impl Stats {
         format!(
             "{} seeds, {} agent rounds | delivered: {} firings, {} reminders, {} resolved, {} \
              mesh-condition pages | {} transitions sent exactly once, {} owed pages checked \
-             delivered | {} crashes, {} mid-send ({} checked taken over) | {} partitions, {} \
+             delivered | {} crashes, {} mid-send ({} checked taken over), {} pages reclaimed \
+             after a restart | {} partitions, {} \
              lost networks, {} loss periods ({} messages lost), {} isolated rounds | {} \
              duplicates {:?} | {} checked rounds agreeing a check failing, {} with the target \
              up, {} such firings sent",
@@ -352,6 +358,7 @@ impl Stats {
             self.crashes,
             self.mid_send_crashes,
             self.mid_send_verified,
+            self.reclaims,
             self.partitions,
             self.net_downs,
             self.loss_periods,
@@ -785,7 +792,7 @@ impl World {
         let agent = &mut self.agents[a];
         agent.up = false;
         agent.epoch += 1;
-        agent.outbox.clear();
+        // The outbox is durable: what it holds survives the crash.
         if let Some(since) = agent.iso_since.take() {
             agent.iso_intervals.push((since, now));
         }
@@ -813,7 +820,13 @@ impl World {
         for (s, l) in saved {
             engine.restore(s, l);
         }
-        let mesh = self.new_mesh(a);
+        let mut mesh = self.new_mesh(a);
+        // What the outbox still holds is claimed again before any peer hears from this agent
+        // (the agent's `reclaim_outbox`), so the peers keep holding it and this agent sends it.
+        for key in &self.agents[a].outbox {
+            mesh.reclaim(key.clone(), Timestamp(now));
+            self.stats.reclaims += 1;
+        }
         let agent = &mut self.agents[a];
         agent.up = true;
         agent.mesh = mesh;
@@ -1744,6 +1757,11 @@ fn everything_at_once() {
             &s,
             "mid-send crashes taken over",
             s.mid_send_verified > s.seeds / 4,
+        );
+        assert_exercised(
+            &s,
+            "pages reclaimed after a restart",
+            s.reclaims > s.seeds / 10,
         );
         assert_exercised(&s, "partitions", s.partitions > s.seeds / 2);
         assert_exercised(&s, "isolated rounds", s.isolated_rounds > s.seeds);

@@ -326,8 +326,11 @@ impl Monitor {
         let Some(node) = &mut self.mesh else { return };
         match self.store.undelivered(RECLAIM_LIMIT).await {
             Ok(pending) => {
+                // A row for a channel no longer configured is kept but never sent: no claim.
+                let channels: BTreeSet<&str> = self.outbox.channels().map(|c| c.name()).collect();
                 let ids: BTreeSet<DeliveryIds> = pending
                     .into_iter()
+                    .filter(|d| channels.contains(d.channel.as_str()))
                     .map(|d| {
                         (
                             d.alert.check,

@@ -639,10 +639,10 @@ impl MeshState {
                     continue;
                 }
                 if let Some(restart) = self.abandoned(c) {
-                    // Its new instance renews the claim if its outbox still holds the page;
-                    // until then the takeover order runs from the restart, the claimer
-                    // keeping its place in it.
-                    since = since.max(restart.seen);
+                    // Its new instance renews the claim if its outbox still holds the page,
+                    // right after its Hello. It gets one takeover window for that, whatever
+                    // its place; then the takeover order runs as if nobody had claimed.
+                    since = since.max(restart.seen.add_millis(self.settings.takeover_ms));
                     claim = None;
                 } else if eligible.contains(&c.sent_by) {
                     continue; // it is being sent: hold the page until it is sent
@@ -1000,13 +1000,30 @@ mod tests {
         m.owe(key("a/health@1000"), t(1_000));
         m.merge_log(claim("edge", "a/health@900", 1_100, LogState::Sending));
         assert!(m.due(t(1_200)).is_empty());
-        // edge restarts before it is missed: live all along, but its claim died with it. It
-        // keeps its place first in line: vps waits one takeover window from the restart.
+        // edge restarts before it is missed: live all along, but its claim died with it. It gets
+        // one takeover window to renew it, then keeps its place first in line: vps, second,
+        // waits one more.
         hello(&mut m, "edge", "edge#2", 2_000);
-        heartbeat(&mut m, "edge", 2_000);
-        assert!(m.due(t(4_900)).is_empty());
-        heartbeat(&mut m, "edge", 4_900);
-        assert_eq!(m.due(t(5_000)).len(), 1);
+        for now in (2_000..8_000).step_by(500) {
+            heartbeat(&mut m, "edge", now);
+            assert!(m.due(t(now)).is_empty(), "held at {now}");
+        }
+        assert_eq!(m.due(t(8_000)).len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_claimer_gets_one_window_to_renew_even_behind_this_agent() {
+        let mut m = mesh("edge", &["edge", "vps"]);
+        hello(&mut m, "vps", "vps#1", 500);
+        heartbeat(&mut m, "vps", 1_000);
+        m.owe(key("a/health@1000"), t(1_000));
+        // vps claimed it (edge was cut off then, say); then vps restarts.
+        m.merge_log(claim("vps", "a/health@900", 1_100, LogState::Sending));
+        assert!(m.due(t(1_200)).is_empty());
+        hello(&mut m, "vps", "vps#2", 2_000);
+        heartbeat(&mut m, "vps", 2_000);
+        assert!(m.due(t(4_900)).is_empty(), "edge, first, still waits");
+        assert_eq!(m.due(t(5_000)).len(), 1, "no renewal came: edge sends");
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub(crate) fn finish(args: &Args, results: &[Outcome], elapsed: Duration) -> any
              libfaketime.\n\n\
              Time-to-alert is from the fault (or the kill) to the firing's arrival at the webhook; for\n\
              several firings, the last of them. Every run of a scenario is judged after the mesh\n\
-             settled again and every agent did 30 more probe runs: the webhook must have received\n\
+             settled again and every agent did 30 more probe runs (10 between two repeats of one\n\
+             fault: an alert that comes later counts against the next repeat): the webhook must have received\n\
              exactly the expected alerts since the fault (each once, from the expected sender,\n\
              confirmed by enough agents), and Alertmanager must have notified exactly one `firing` and\n\
              one `resolved` per expected firing, and nothing else.\n\n\

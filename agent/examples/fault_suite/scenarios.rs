@@ -12,7 +12,7 @@ use crate::agents::NAMES;
 use crate::judge::{Outcome, Sender, Want, incident, want};
 use crate::poll;
 use crate::scene::{self, now_ms};
-use crate::suite::{APP_PORT, Mark, SITE, Suite};
+use crate::suite::{APP_PORT, Mark, QUIET_BETWEEN_REPEATS, QUIET_RUNS, SITE, Suite};
 
 /// The site's two health checks (HTTP and HTTPS on the site host).
 const SITE_CHECKS: [&str; 2] = ["site/health", "site-tls/health"];
@@ -88,13 +88,32 @@ pub(crate) fn play(
     out: &mut Outcome,
     fault: impl FnOnce(&mut Suite, Mark, &mut Outcome) -> anyhow::Result<Vec<Want>>,
 ) {
+    play_quiet(s, out, QUIET_RUNS, fault);
+}
+
+/// [`play`] with a quiet window of `quiet` probe runs before the judging.
+fn play_quiet(
+    s: &mut Suite,
+    out: &mut Outcome,
+    quiet: u64,
+    fault: impl FnOnce(&mut Suite, Mark, &mut Outcome) -> anyhow::Result<Vec<Want>>,
+) {
     guarded(out, |out| {
         s.settle()?;
         let mark = s.mark();
         let wants = fault(s, mark, out)?;
-        s.judge(mark, &wants, out)
+        s.judge(mark, &wants, quiet, out)
     });
     s.restore();
+}
+
+/// The quiet window of repeat `i` of `n`: short between repeats, whole after the last.
+fn quiet(i: usize, n: usize) -> u64 {
+    if i + 1 < n {
+        QUIET_BETWEEN_REPEATS
+    } else {
+        QUIET_RUNS
+    }
 }
 
 fn outcome(scenario: &str) -> Outcome {
@@ -153,8 +172,8 @@ fn site_down(s: &mut Suite, args: &Args) -> Vec<Outcome> {
     let mut all = Vec::new();
     for (how, label) in ways {
         let mut out = outcome(label);
-        for _ in 0..args.repeat {
-            play(s, &mut out, |s, mark, out| {
+        for i in 0..args.repeat {
+            play_quiet(s, &mut out, quiet(i, args.repeat), |s, mark, out| {
                 site_fault(s, how, true)?;
                 let t0 = now_ms();
                 out.tta_ms
@@ -178,9 +197,9 @@ fn edge_network(s: &mut Suite, args: &Args) -> Vec<Outcome> {
         (true, "3b edge's 100% loss (nft)"),
     ] {
         let mut out = outcome(label);
-        for _ in 0..args.repeat {
+        for i in 0..args.repeat {
             let edge = s.net.host("edge").clone();
-            play(s, &mut out, |s, mark, out| {
+            play_quiet(s, &mut out, quiet(i, args.repeat), |s, mark, out| {
                 if loss {
                     edge.fault(
                         &["iifname != \"lo\" drop".into()],

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::Args;
 use crate::agents::{Agent, MESH_PORT, NAMES};
@@ -49,26 +49,32 @@ fn count_mesh(host: &Host) -> anyhow::Result<()> {
     )
 }
 
-/// The bytes the two counters counted so far.
+/// The bytes the two counters counted so far: (out, in).
 fn mesh_bytes(host: &Host) -> anyhow::Result<(u64, u64)> {
     let out = exec(
         &host.ns,
         &["nft", "list", "counters", "table", "inet", "soak"],
     )?;
-    let mut bytes = Vec::new();
-    for line in out.lines().filter(|l| l.contains("bytes")) {
-        let n = line
-            .split_whitespace()
-            .skip_while(|w| *w != "bytes")
-            .nth(1)
-            .and_then(|v| v.parse::<u64>().ok())
-            .context("an nft counter line")?;
-        bytes.push(n);
+    let (mut tx, mut rx, mut current) = (None, None, "");
+    for line in out.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("counter ") {
+            current = name.trim_end_matches('{').trim();
+        } else if line.contains("bytes") {
+            let bytes = line
+                .split_whitespace()
+                .skip_while(|w| *w != "bytes")
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("an nft counter line: {line}"))?;
+            match current {
+                "mesh_out" => tx = Some(bytes),
+                "mesh_in" => rx = Some(bytes),
+                _ => {}
+            }
+        }
     }
-    match bytes.as_slice() {
-        [tx, rx] => Ok((*tx, *rx)),
-        other => bail!("expected 2 counters, got {other:?}"),
-    }
+    tx.zip(rx)
+        .with_context(|| format!("the mesh counters in {}: {out}", host.ns))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {

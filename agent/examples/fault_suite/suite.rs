@@ -27,7 +27,10 @@ pub(crate) const CHECKS: [&str; 4] = [
 ];
 /// Probe runs every agent does after a scenario healed, before the alerts are counted: long
 /// enough for every takeover window (3 s a position) to pass twice at 2 runs a second.
-const QUIET_RUNS: u64 = 30;
+pub(crate) const QUIET_RUNS: u64 = 30;
+/// The quiet window between two repeats of one fault: a late alert still fails the suite, as an
+/// unexpected one of the next repeat, which starts at once.
+pub(crate) const QUIET_BETWEEN_REPEATS: u64 = 10;
 
 /// How many alerts each receiver held at some moment.
 #[derive(Debug, Clone, Copy)]
@@ -352,15 +355,17 @@ impl Suite {
         })
     }
 
-    /// Settles, waits the quiet window and compares what arrived since `mark` with `wants`.
+    /// Settles, waits a quiet window of `quiet` probe runs and compares what arrived since
+    /// `mark` with `wants`.
     pub(crate) fn judge(
         &mut self,
         mark: Mark,
         wants: &[Want],
+        quiet: u64,
         out: &mut Outcome,
     ) -> anyhow::Result<()> {
         self.settle()?;
-        self.wait_runs(QUIET_RUNS)?;
+        self.wait_runs(quiet)?;
         let got = self.since(mark);
         let mut dev = compare(&got, wants);
         dev.extend(compare_am(&self.am_since(mark), wants));

@@ -288,6 +288,16 @@ async fn sustained_latency_above_twice_the_baseline_raises_latency_drift() {
 
         api.delay_ms.store(0, Ordering::SeqCst);
         poll("the resolved", || sink.count("api/health", "resolved") == 1);
+        let resolved = sink
+            .alerts()
+            .into_iter()
+            .find(|a| a["check"] == "api/health" && a["event"] == "resolved")
+            .unwrap();
+        assert_eq!(
+            resolved["alert"], "latency_drift",
+            "the resolve carries the firing's kind, so a receiver matches them: {resolved}"
+        );
+        assert_eq!(resolved["incident"], alert["incident"]);
         assert_eq!(sink.count("b/health", "firing"), 0);
     });
 }

@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mesh_proto::{
-    AlertEngine, AlertEvent, AlertPolicy, CheckId, CheckKind, Decision, Drift, DriftPolicy,
+    AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift, DriftPolicy,
     Lifecycle, Observation, Status, Subject, Timestamp, drift, incident_id, push,
 };
 use tokio::sync::{mpsc, watch};
@@ -218,6 +218,10 @@ pub struct Monitor {
     saved: BTreeMap<Subject, Lifecycle>,
     /// The latest firing alert of each open incident, and when it was last refreshed.
     open_alerts: BTreeMap<Subject, (Alert, Timestamp)>,
+    /// The alert kind each open incident paged with: every later page of the incident, its
+    /// `resolved` included, carries the same (a receiver such as Alertmanager matches the
+    /// resolve to the firing by it), even if the check's status now points at another kind.
+    incident_kinds: BTreeMap<Subject, (String, AlertKind)>,
     refresh_every: Option<Duration>,
     /// When each push heartbeat started being watched (start-up, or the reload that added it).
     watching_since: BTreeMap<CheckId, Timestamp>,
@@ -304,6 +308,7 @@ impl Monitor {
             round: BTreeMap::new(),
             saved,
             open_alerts: BTreeMap::new(),
+            incident_kinds: BTreeMap::new(),
             refresh_every,
             watching_since: config
                 .heartbeats
@@ -359,10 +364,8 @@ impl Monitor {
     /// open, so channels that expire alerts (Alertmanager) keep receiving it. They are
     /// refreshed at the first round: the agent may have been down longer than the receiver
     /// keeps an alert.
+    /// Their kinds are restored too, so the resolve carries the kind of the firing.
     async fn reopen_alerts(&mut self) {
-        if self.refresh_every.is_none() {
-            return;
-        }
         let open: Vec<(Subject, Timestamp)> = self
             .engine
             .lifecycles()
@@ -372,7 +375,11 @@ impl Monitor {
             let incident = incident_id(&subject, since);
             match self.store.last_alert(&incident, AlertEvent::Firing).await {
                 Ok(Some(alert)) => {
-                    self.open_alerts.insert(subject, (alert, Timestamp::EPOCH));
+                    self.incident_kinds
+                        .insert(subject.clone(), (incident.clone(), alert.alert));
+                    if self.refresh_every.is_some() {
+                        self.open_alerts.insert(subject, (alert, Timestamp::EPOCH));
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(incident = %incident, error = %e,
@@ -469,10 +476,12 @@ impl Monitor {
         self.own.retain(|id, _| known.contains(id));
         self.latency.retain(|id, _| known.contains(id));
         self.pending.retain(|id| known.contains(id));
-        self.open_alerts.retain(|subject, _| match subject {
+        let configured = |subject: &Subject| match subject {
             Subject::Check(id) => known.contains(id),
             Subject::MonitoringOffline | Subject::Agent { .. } => true,
-        });
+        };
+        self.open_alerts.retain(|subject, _| configured(subject));
+        self.incident_kinds.retain(|subject, _| configured(subject));
         self.known = known;
         let now = now();
         self.watching_since

@@ -18,6 +18,36 @@ use crate::mesh::Node;
 use crate::mesh::node::MAX_CLOCK_SKEW_MS;
 
 impl Monitor {
+    /// The kind of a page of `incident`: the one its first page carried (`seen` is what the
+    /// check's status says now). A `resolved` ends the incident.
+    fn incident_kind(
+        &mut self,
+        subject: &Subject,
+        incident: &str,
+        event: AlertEvent,
+        seen: AlertKind,
+    ) -> AlertKind {
+        let known = self
+            .incident_kinds
+            .get(subject)
+            .filter(|(id, _)| id == incident)
+            .map(|(_, kind)| *kind);
+        match event {
+            AlertEvent::Firing => {
+                let kind = known.unwrap_or(seen);
+                self.incident_kinds
+                    .insert(subject.clone(), (incident.to_owned(), kind));
+                kind
+            }
+            AlertEvent::Resolved => {
+                if known.is_some() {
+                    self.incident_kinds.remove(subject);
+                }
+                known.unwrap_or(seen)
+            }
+        }
+    }
+
     pub(super) fn runbook(&self, kind: AlertKind) -> String {
         format!(
             "{}#{}",
@@ -27,12 +57,17 @@ impl Monitor {
     }
 
     /// The payload of a decision; in a mesh, with who confirmed it.
-    pub(super) fn alert(&self, decision: &Decision, mesh: Option<&Node>, now: Timestamp) -> Alert {
+    pub(super) fn alert(
+        &mut self,
+        decision: &Decision,
+        mesh: Option<&Node>,
+        now: Timestamp,
+    ) -> Alert {
         let (event, since, repeat) = match decision.page {
             Page::Firing { since, repeat } => (AlertEvent::Firing, since, repeat),
             Page::Resolved { since } => (AlertEvent::Resolved, since, 0),
         };
-        let agent = &self.config.agent;
+        let agent = self.config.agent.clone();
         let (kind, target, status, mut summary, mut detail) = match &decision.subject {
             Subject::MonitoringOffline => {
                 let targets: BTreeSet<&str> = decision.folded.iter().map(|c| c.target()).collect();
@@ -150,6 +185,8 @@ impl Monitor {
                 (kind, id.target().to_owned(), status, summary, detail)
             }
         };
+        let incident = incident_id(&decision.subject, since);
+        let kind = self.incident_kind(&decision.subject, &incident, event, kind);
         if event == AlertEvent::Resolved {
             detail = format!("{detail}\nDown for {} in all.", ago(now, since));
         }
@@ -207,7 +244,7 @@ impl Monitor {
             summary,
             detail,
             since: to_datetime(since),
-            incident: incident_id(&decision.subject, since),
+            incident,
             confirmed_by,
             agents_total,
             sent_by: agent.clone(),

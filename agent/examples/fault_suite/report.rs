@@ -30,6 +30,9 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
+/// Where the hand-written part of docs/fault-suite.md starts.
+const HISTORY: &str = "\n## History";
+
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -94,7 +97,12 @@ pub(crate) fn finish(args: &Args, results: &[Outcome], elapsed: Duration) -> any
              one `resolved` per expected firing, and nothing else.\n\n\
              ## Latest run\n\n{head}{table}"
         );
-        std::fs::write(&args.out, doc)?;
+        // The hand-written history below the table is kept.
+        let history = std::fs::read_to_string(&args.out)
+            .ok()
+            .and_then(|old| old.find(HISTORY).map(|i| old[i..].to_owned()))
+            .unwrap_or_default();
+        std::fs::write(&args.out, format!("{doc}{history}"))?;
     }
     Ok(failed)
 }

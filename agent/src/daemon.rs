@@ -225,12 +225,14 @@ struct Shared {
     reports: mpsc::Sender<DeliveryIds>,
 }
 
-/// The `[agent]` settings a reload cannot change: they are fixed at start-up.
+/// The settings a reload cannot change: they are fixed at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identity {
     name: String,
     data_dir: PathBuf,
     api_listen: SocketAddr,
+    /// `[mesh] listen`: the mesh's socket is bound once.
+    mesh_listen: Option<SocketAddr>,
 }
 
 impl Identity {
@@ -239,6 +241,7 @@ impl Identity {
             name: config.agent.name.clone(),
             data_dir: config.agent.data_dir.clone(),
             api_listen: config.agent.api_listen,
+            mesh_listen: config.mesh.as_ref().map(|m| m.listen),
         }
     }
 }
@@ -418,12 +421,14 @@ impl Daemon {
     /// Reads the config file again and applies it. On error nothing changes.
     pub async fn reload(&mut self) -> Result<(), DaemonError> {
         let mut built = build(&self.path, &self.env)?;
-        let mesh = mesh_setup(&built.config, &self.instance_id)?;
         if Identity::of(&built.config) != self.identity {
             tracing::warn!(
-                "[agent] name, data_dir and api_listen changes take effect only after a restart"
+                "[agent] name, data_dir, api_listen and [mesh] listen changes take effect only after a restart"
             );
         }
+        // Until then the agent keeps its name everywhere, the mesh (certificate, Hello) included.
+        built.config.agent.name.clone_from(&self.identity.name);
+        let mesh = mesh_setup(&built.config, &self.instance_id)?;
         let channels = std::mem::take(&mut built.channels);
         let mut monitor_config = built.monitor.clone();
         monitor_config.agent.clone_from(&self.identity.name);

@@ -32,8 +32,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mesh_proto::{
-    AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift, DriftPolicy,
-    Lifecycle, Observation, Status, Subject, Timestamp, drift, incident_id, push,
+    AlertEngine, AlertEvent, AlertKind, AlertPolicy, CheckId, CheckKind, Decision, Drift,
+    DriftPolicy, Lifecycle, Observation, Status, Subject, Timestamp, drift, incident_id, push,
 };
 use tokio::sync::{mpsc, watch};
 

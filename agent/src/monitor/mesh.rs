@@ -119,6 +119,9 @@ impl Monitor {
             _ => None,
         };
         if settling {
+            // The peers are shown while the alerts wait: `pom mesh` right after a start must
+            // not read "no peers" and exit 0.
+            self.show_mesh(&node, now);
             self.mesh = Some(node);
             return;
         }
@@ -179,6 +182,17 @@ impl Monitor {
                 state.mesh_verdict = Some(conclusion.verdict);
             });
         }
+        self.show_mesh(&node, now);
+        if now.as_millis() % 60_000 < millis(ROUND) {
+            node.prune(now);
+        }
+        self.mesh = Some(node);
+        self.save_lifecycles(now).await;
+        self.refresh(now).await;
+    }
+
+    /// The mesh as `/api/mesh` and `pom mesh` show it.
+    fn show_mesh(&self, node: &Node, now: Timestamp) {
         self.board.set_mesh(MeshView {
             quorum: node.state().settings().quorum,
             voters: node.state().eligible(now).len(),
@@ -186,12 +200,6 @@ impl Monitor {
             dropped_frames: node.dropped_frames(),
             log: node.log_counts(),
         });
-        if now.as_millis() % 60_000 < millis(ROUND) {
-            node.prune(now);
-        }
-        self.mesh = Some(node);
-        self.save_lifecycles(now).await;
-        self.refresh(now).await;
     }
 
     /// After an isolation ends: one alert with the time range of the local outage.

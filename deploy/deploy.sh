@@ -548,16 +548,24 @@ gate() {
     done
 }
 
-# restart_and_gate HOST WATCHER: stop, the restart point on the watcher's clock, start, gate.
-restart_and_gate() {
-    local i="$1" o="$2" out t0=0
-    phase="stopping pom"
-    say "  systemctl stop pom"
-    if ! out="$(remote "$i" "$CMD_STOP" 2>&1)"; then
+# systemctl_step HOST VERB COMMAND: runs `systemctl VERB pom` (as COMMAND) on HOST and shows
+# what it printed; fails with a message naming the host.
+systemctl_step() {
+    local i="$1" verb="$2" cmd="$3" out
+    say "  systemctl $verb pom"
+    if ! out="$(remote "$i" "$cmd" 2>&1)"; then
         [ -z "$out" ] || indent <<<"$out"
-        err "${names[i]}: systemctl stop pom failed"
+        err "${names[i]}: systemctl $verb pom failed"
         return 1
     fi
+    [ -z "$out" ] || indent <<<"$out"
+}
+
+# restart_and_gate HOST WATCHER: stop, the restart point on the watcher's clock, start, gate.
+restart_and_gate() {
+    local i="$1" o="$2" t0=0
+    phase="stopping pom"
+    systemctl_step "$i" stop "$CMD_STOP" || return 1
     if [ "$o" -ge 0 ]; then
         phase="reading ${names[o]}'s clock"
         if ! t0="$(remote "$o" "$CMD_CLOCK" 2>&1)" || ! [[ "$t0" =~ ^[0-9]{13}$ ]]; then
@@ -569,13 +577,7 @@ restart_and_gate() {
         fi
     fi
     phase="starting pom"
-    say "  systemctl start pom"
-    if ! out="$(remote "$i" "$CMD_START" 2>&1)"; then
-        [ -z "$out" ] || indent <<<"$out"
-        err "${names[i]}: systemctl start pom failed"
-        return 1
-    fi
-    [ -z "$out" ] || indent <<<"$out"
+    systemctl_step "$i" start "$CMD_START" || return 1
     phase="waiting for its gate"
     gate "$i" "$o" "$t0"
 }

@@ -18,7 +18,7 @@
 #   /etc/systemd/system/pom.service  0644 root:root  replaced when it differs (local changes go
 #                                                    in a drop-in: systemctl edit pom)
 #   /etc/pom/                        0750 root:pom
-#   /etc/pom/mesh/                   0750 root:pom   for ca.crt, node.crt, node.key (pom:pom 0600)
+#   /etc/pom/mesh/                   0750 root:pom   for ca.crt, node.crt (0644) and node.key (pom:pom 0600)
 #   /etc/pom/pom.toml                0640 root:pom   only if missing: deploy/examples/pom.toml
 #   /etc/pom/env                     0600 root:root  only if missing: deploy/examples/env with a
 #                                                    fresh random POM_API_TOKEN. systemd reads it

@@ -277,6 +277,6 @@ elif [ "$dry_run" = true ]; then
 else
     say "done: $changes change(s)"
 fi
-say "next: edit /etc/pom/pom.toml and /etc/pom/env; put ca.crt, node.crt and node.key" \
+say "next: edit /etc/pom/pom.toml and /etc/pom/env; put ca.crt and node.crt (0644) and node.key" \
     "($USER_NAME:$USER_NAME 0600) in /etc/pom/mesh/; check with 'pom config check';" \
     "then: systemctl enable --now pom"

@@ -511,18 +511,22 @@ impl MeshState {
             return Vec::new();
         }
         let offline: BTreeSet<String> = self.offline_peers(now).into_iter().collect();
-        let reference = self.reference_config(my_config, now);
+        // Without a reference, drift and skew are not judged: their conditions keep their state.
+        let reference = self.agreed_config(my_config, now);
         let clock = self.reference_clock(max_skew_ms, now);
-        let mut out = vec![
-            (
+        let mut out = Vec::new();
+        if let Some(reference) = reference {
+            out.push((
                 Subject::agent(AlertKind::ConfigDrift, self.settings.me.clone()),
                 my_config != reference,
-            ),
-            (
+            ));
+        }
+        if let Some(clock) = clock {
+            out.push((
                 Subject::agent(AlertKind::ClockSkew, self.settings.me.clone()),
                 clock.abs() > max_skew_ms,
-            ),
-        ];
+            ));
+        }
         for (name, view) in &self.peers {
             let missing = self.peer_state(name, now) == PeerState::Missing;
             // A peer not heard from since watching started (this agent just started) is not
@@ -535,69 +539,92 @@ impl MeshState {
                 Subject::agent(AlertKind::MonitoringOffline, name),
                 offline.contains(name),
             ));
-            out.push((
-                Subject::agent(AlertKind::ConfigDrift, name),
-                !missing && view.config_hash.is_some_and(|h| h != reference),
-            ));
-            out.push((
-                Subject::agent(AlertKind::ClockSkew, name),
-                !missing
-                    && view
-                        .clock_skew_ms
-                        .is_some_and(|s| (s - clock).abs() > max_skew_ms),
-            ));
+            if let Some(reference) = reference {
+                out.push((
+                    Subject::agent(AlertKind::ConfigDrift, name),
+                    !missing && view.config_hash.is_some_and(|h| h != reference),
+                ));
+            }
+            if let Some(clock) = clock {
+                out.push((
+                    Subject::agent(AlertKind::ClockSkew, name),
+                    !missing
+                        && view
+                            .clock_skew_ms
+                            .is_some_and(|s| (s - clock).abs() > max_skew_ms),
+                ));
+            }
         }
         out
     }
 
-    /// The shared-config hash the mesh agrees on: the one most live agents (this one included)
-    /// run, ties going to the hash of the agent whose name sorts first. Every agent computes
-    /// the same, so a drifted agent is named by all (itself included) and paged once, instead
-    /// of each side paging about the other.
-    fn reference_config(&self, my_config: ConfigHash, now: Timestamp) -> ConfigHash {
-        let mut hashes: Vec<(&str, ConfigHash)> = vec![(self.settings.me.as_str(), my_config)];
-        hashes.extend(
-            self.peers
-                .iter()
-                .filter(|(name, _)| self.peer_state(name, now).is_live())
-                .filter_map(|(name, view)| Some((name.as_str(), view.config_hash?))),
-        );
-        hashes.sort();
-        let count = |h: ConfigHash| hashes.iter().filter(|(_, x)| *x == h).count();
-        // The first (by name) of the most common: max_by_key keeps the last maximum, so
-        // compare the reversed position.
-        hashes
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, (_, h))| (count(*h), std::cmp::Reverse(*i)))
-            .map_or(my_config, |(_, (_, h))| *h)
+    /// How far `agent`'s clock (this one's, or a live peer's) is off the clock the mesh agrees
+    /// on (ms, positive when ahead), as `clock_skew` judges it; `None` without a reference or
+    /// a reading.
+    pub fn clock_off(&self, agent: &str, max_skew_ms: i64, now: Timestamp) -> Option<i64> {
+        let reference = self.reference_clock(max_skew_ms, now)?;
+        let clock = if agent == self.settings.me {
+            0
+        } else {
+            self.peers.get(agent)?.clock_skew_ms?
+        };
+        Some(clock - reference)
     }
 
-    /// The clock the mesh agrees on, as an offset from this agent's (ms): the clock of the
-    /// live agent (this one included) with the most others within `max_skew_ms` of it, ties
-    /// going to the name that sorts first. Every agent picks the same one (up to the noise of
-    /// measuring), so an agent whose clock is off is named by all, itself included, instead of
-    /// it naming everyone else.
-    fn reference_clock(&self, max_skew_ms: i64, now: Timestamp) -> i64 {
-        let mut clocks: Vec<(&str, i64)> = vec![(self.settings.me.as_str(), 0)];
-        clocks.extend(
+    /// The shared-config hash the mesh agrees on (see [`Self::reference`]), as `config_drift`
+    /// judges it: a drifted agent is named by all, itself included, and paged once, instead of
+    /// each side paging about the other.
+    pub fn agreed_config(&self, my_config: ConfigHash, now: Timestamp) -> Option<ConfigHash> {
+        self.reference(my_config, |view| view.config_hash, |a, b| a == b, now)
+    }
+
+    /// The clock the mesh agrees on, as an offset from this agent's (ms; see
+    /// [`Self::reference`]; two clocks agree within `max_skew_ms`): an agent whose clock is off
+    /// is named by all, itself included, instead of it naming everyone else.
+    fn reference_clock(&self, max_skew_ms: i64, now: Timestamp) -> Option<i64> {
+        self.reference(
+            0,
+            |view| view.clock_skew_ms,
+            |a, b| (a - b).abs() <= max_skew_ms,
+            now,
+        )
+    }
+
+    /// The value the mesh agrees on, among this agent's (`mine`) and each live peer's
+    /// (`theirs`): that of the agent with the most others agreeing with it, ties going to the
+    /// name that sorts first. Every agent picks the same one (up to the noise of measuring).
+    ///
+    /// `None` while that is a guess: the value is held by no strict majority of the whole mesh
+    /// and some agent is not heard. An agent that has just started and heard one peer of three
+    /// cannot tell which of the two is the odd one out; the tie would name whoever sorts last.
+    /// With every agent heard, the tie-break stands (two agents, two clocks: the second by name
+    /// is named, on both sides).
+    fn reference<T: Copy + Ord>(
+        &self,
+        mine: T,
+        theirs: impl Fn(&PeerView) -> Option<T>,
+        agree: impl Fn(T, T) -> bool,
+        now: Timestamp,
+    ) -> Option<T> {
+        let mut values: Vec<(&str, T)> = vec![(self.settings.me.as_str(), mine)];
+        values.extend(
             self.peers
                 .iter()
                 .filter(|(name, _)| self.peer_state(name, now).is_live())
-                .filter_map(|(name, view)| Some((name.as_str(), view.clock_skew_ms?))),
+                .filter_map(|(name, view)| Some((name.as_str(), theirs(view)?))),
         );
-        clocks.sort();
-        let close = |c: i64| {
-            clocks
-                .iter()
-                .filter(|(_, x)| (x - c).abs() <= max_skew_ms)
-                .count()
-        };
-        clocks
+        values.sort();
+        let agreeing = |v: T| values.iter().filter(|(_, x)| agree(*x, v)).count();
+        // max_by_key keeps the last maximum: compare the reversed position so the first (by
+        // name) of the most agreed-on wins.
+        let (count, value) = values
             .iter()
             .enumerate()
-            .max_by_key(|(i, (_, c))| (close(*c), std::cmp::Reverse(*i)))
-            .map_or(0, |(_, (_, c))| *c)
+            .map(|(i, (_, v))| (agreeing(*v), std::cmp::Reverse(i), *v))
+            .max_by_key(|(count, i, _)| (*count, *i))
+            .map(|(count, _, v)| (count, v))?;
+        let mesh = self.peers.len() + 1;
+        (2 * count > mesh || values.len() == mesh).then_some(value)
     }
 
     /// Notes that this agent's engine owes the page `key` from `now`.
@@ -1177,6 +1204,36 @@ mod tests {
         assert!(drifted(&astra, same, 60_000).is_empty());
     }
 
+    #[test]
+    fn an_agent_that_has_heard_one_peer_of_two_names_nobody_until_a_majority_agrees() {
+        // third, 5 s ahead, has just started and heard vps only: one clock against one, and
+        // "third" sorts first. It must not page vps's clock, nor vps's config.
+        let (same, odd) = (ConfigHash([1; 32]), ConfigHash([2; 32]));
+        let mut third = mesh("third", &["edge", "third", "vps"]);
+        heartbeat_from(&mut third, "vps", same, 1_000, 6_000);
+        let judged = |m: &MeshState, mine: ConfigHash, now: i64| -> Vec<String> {
+            m.conditions(mine, 2_000, t(now))
+                .into_iter()
+                .map(|(s, _)| s.to_string())
+                .filter(|s| s.starts_with("clock_skew") || s.starts_with("config_drift"))
+                .collect()
+        };
+        assert_eq!(judged(&third, odd, 6_100), Vec::<String>::new());
+        // edge is heard: vps and edge agree, so third is the odd one out, on its own count.
+        heartbeat_from(&mut third, "edge", same, 1_050, 6_050);
+        assert_eq!(
+            active(&third, AlertKind::ClockSkew, odd, 6_100),
+            ["clock_skew:third"]
+        );
+        assert_eq!(drifted(&third, odd, 6_100), ["config_drift:third"]);
+        // A majority is enough without hearing everyone: edge, having heard vps only.
+        let mut edge = mesh("edge", &["edge", "third", "vps"]);
+        heartbeat_from(&mut edge, "vps", same, 1_000, 1_000);
+        assert!(active(&edge, AlertKind::ClockSkew, same, 1_100).is_empty());
+        assert!(active(&edge, AlertKind::ConfigDrift, same, 1_100).is_empty());
+        assert_eq!(judged(&edge, same, 1_100).len(), 6, "judged, all clear");
+    }
+
     fn skewed(m: &MeshState, now: i64) -> Vec<String> {
         active(m, AlertKind::ClockSkew, ConfigHash([0; 32]), now)
     }
@@ -1200,6 +1257,13 @@ mod tests {
             ["clock_skew:third"],
             "it names itself"
         );
+        // Two agents, two clocks, both heard: the second by name is named, on both sides.
+        let mut edge = mesh("edge", &["edge", "vps"]);
+        heartbeat_at(&mut edge, "vps", 6_000, 1_000);
+        assert_eq!(skewed(&edge, 1_100), ["clock_skew:vps"]);
+        let mut vps = mesh("vps", &["edge", "vps"]);
+        heartbeat_at(&mut vps, "edge", 1_000, 6_000);
+        assert_eq!(skewed(&vps, 6_100), ["clock_skew:vps"]);
         // Within 2 s, nobody.
         let mut calm = mesh("edge", &["edge", "vps"]);
         heartbeat_at(&mut calm, "vps", 2_900, 1_000);

@@ -116,29 +116,39 @@ impl Monitor {
                         format!("agent {about} reaches its targets again"),
                         String::new(),
                     ),
-                    AlertKind::ConfigDrift if firing => (
-                        format!("agent {about} runs another shared config"),
-                        format!(
-                            "its config hash {}, ours {}",
-                            view.as_ref()
-                                .and_then(|v| v.config_hash.clone())
-                                .unwrap_or_default(),
+                    AlertKind::ConfigDrift if firing => {
+                        let theirs = if *about == agent {
                             mesh.map(|n| n.config_hash().to_string())
-                                .unwrap_or_default()
-                        ),
-                    ),
+                        } else {
+                            view.as_ref().and_then(|v| v.config_hash.clone())
+                        };
+                        let agreed = mesh.and_then(|n| {
+                            n.state().agreed_config(n.config_hash(), now)
+                        });
+                        (
+                            format!("agent {about} runs another shared config"),
+                            format!(
+                                "its config hash {}, the one most agents run {}",
+                                theirs.as_deref().unwrap_or("unknown"),
+                                agreed.map_or_else(|| "unknown".to_owned(), |h| h.to_string())
+                            ),
+                        )
+                    }
                     AlertKind::ConfigDrift => (
                         format!("agent {about} runs the same shared config again"),
                         String::new(),
                     ),
                     AlertKind::ClockSkew if firing => (
                         format!("agent {about}'s clock is off"),
-                        format!(
-                            "its clock minus ours: {} ms (limit ±{MAX_CLOCK_SKEW_MS} ms)",
-                            view.as_ref()
-                                .and_then(|v| v.clock_skew_ms)
-                                .unwrap_or_default()
-                        ),
+                        mesh.and_then(|n| n.state().clock_off(about, MAX_CLOCK_SKEW_MS, now))
+                            .map_or_else(
+                                || format!("off by more than {MAX_CLOCK_SKEW_MS} ms"),
+                                |off| {
+                                    format!(
+                                        "its clock minus the one most agents agree on: {off} ms (limit ±{MAX_CLOCK_SKEW_MS} ms)"
+                                    )
+                                },
+                            ),
                     ),
                     AlertKind::ClockSkew => {
                         (format!("agent {about}'s clock agrees again"), String::new())

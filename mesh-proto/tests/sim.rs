@@ -27,7 +27,15 @@
 //!    and stays up sends it within the takeover bound;
 //! 5. a transition sent twice overlaps a partition, loss, lost network or crash;
 //!
+//! 6. a `clock_skew` page names the agent whose clock is off, while it is off (with two agents,
+//!    whose clocks cannot outvote each other, the one whose name sorts second: DESIGN's
+//!    tie-break);
+//!
 //! and no loss: a page owed by an agent that could send all along went out within the bound.
+//!
+//! Clocks: every agent's heartbeats carry its wall clock, a few hundred ms off the world's; in
+//! some seeds one agent's jumps seconds away for a while. Only heartbeats carry it: everything
+//! else runs on the world's clock.
 //!
 //! Design limitations this simulation has to allow for (DESIGN.md behaviour, not bugs of
 //! `mesh-proto`; they are counted, and the report names them):
@@ -307,6 +315,8 @@ struct Stats {
     duplicates_by: BTreeMap<String, u64>,
     false_confirmations: u64,
     false_firings: u64,
+    /// `clock_skew` firings sent (each checked to name the skewed agent).
+    skew_pages: u64,
 }
 
 impl Stats {
@@ -336,6 +346,7 @@ impl Stats {
         }
         self.false_confirmations += o.false_confirmations;
         self.false_firings += o.false_firings;
+        self.skew_pages += o.skew_pages;
     }
 
     fn summary(&self) -> String {
@@ -346,7 +357,7 @@ impl Stats {
              after a restart | {} partitions, {} \
              lost networks, {} loss periods ({} messages lost), {} isolated rounds | {} \
              duplicates {:?} | {} checked rounds agreeing a check failing, {} with the target \
-             up, {} such firings sent",
+             up, {} such firings sent | {} clock_skew pages",
             self.seeds,
             self.agent_rounds,
             self.check_firings,
@@ -369,6 +380,7 @@ impl Stats {
             self.confirmed_rounds,
             self.false_confirmations,
             self.false_firings,
+            self.skew_pages,
         )
     }
 }
@@ -412,6 +424,15 @@ struct Conn {
     generation: u64,
 }
 
+/// One agent's clock off the others' for a while.
+#[derive(Debug, Clone, Copy)]
+struct Skew {
+    agent: usize,
+    off_ms: i64,
+    from: i64,
+    until: i64,
+}
+
 struct World {
     seed: u64,
     kind: Kind,
@@ -438,6 +459,9 @@ struct World {
     obs: BTreeMap<(usize, usize, i64), ObsRec>,
     stats: Stats,
     trace: bool,
+    /// Each agent's clock minus the world's (ms), apart from `skew`.
+    clocks: Vec<i64>,
+    skew: Option<Skew>,
 }
 
 impl World {
@@ -485,6 +509,8 @@ impl World {
             obs: BTreeMap::new(),
             stats: Stats::default(),
             trace,
+            clocks: Vec::new(),
+            skew: None,
         };
         for a in 0..n {
             let mesh = world.new_mesh(a);
@@ -570,6 +596,21 @@ impl World {
 
     /// Schedules the targets' ups and downs and this scenario's faults.
     fn plan(&mut self) {
+        self.clocks = (0..self.n).map(|_| self.rng.range(-400, 401)).collect();
+        if self.rng.chance(0.5) {
+            let from = self.rng.range(5_000, FAULTS_UNTIL_MS);
+            let magnitude = self.rng.range(3_000, 9_000);
+            self.skew = Some(Skew {
+                agent: self.rng.index(self.n),
+                off_ms: if self.rng.chance(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                },
+                from,
+                until: from + self.rng.range(10_000, 60_000),
+            });
+        }
         for target in 0..TARGETS.len() {
             let mut t = self.rng.range(5_000, 60_000);
             while t < DURATION_MS - 30_000 {
@@ -675,6 +716,14 @@ impl World {
     }
 
     // --- connectivity ------------------------------------------------------------------------
+
+    /// Agent `a`'s clock minus the world's, now.
+    fn clock_off(&self, a: usize) -> i64 {
+        let skewed = self
+            .skew
+            .filter(|s| s.agent == a && (s.from..s.until).contains(&self.now));
+        self.clocks[a] + skewed.map_or(0, |s| s.off_ms)
+    }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
         let (x, y) = (&self.agents[a], &self.agents[b]);
@@ -859,11 +908,12 @@ impl World {
                     }
                 }
                 Ev::Heartbeat(a, epoch) if self.agents[a].up && self.agents[a].epoch == epoch => {
+                    let clock = self.clock_off(a);
                     let agent = &mut self.agents[a];
                     agent.seq += 1;
                     let hb = Heartbeat {
                         seq: agent.seq,
-                        wall_clock: Timestamp(self.now),
+                        wall_clock: Timestamp(self.now + clock),
                         config_hash: CONFIG,
                         isolated: agent.mesh.is_isolated(),
                     };
@@ -1412,6 +1462,33 @@ impl World {
                 (true, AlertEvent::Resolved, _) => self.stats.resolved += 1,
                 (false, _, _) => self.stats.condition_pages += 1,
             }
+            // Invariant 6.
+            if let Some(named) = d.key.subject.strip_prefix("clock_skew:")
+                && d.key.event == AlertEvent::Firing
+                && d.key.repeat == 0
+            {
+                self.stats.skew_pages += 1;
+                let start = incident_start(&d.key);
+                let skew = self.skew.unwrap_or_else(|| {
+                    panic!(
+                        "seed {seed}: {} sent by a{} at {}, and no clock was off",
+                        d.key.incident, d.by, d.at
+                    )
+                });
+                let expected = if self.n == 2 { 1 } else { skew.agent };
+                assert!(
+                    agent_index(named) == expected
+                        && (skew.from..=skew.until + HEARTBEAT_MS + ROUND_MS).contains(&start),
+                    "seed {seed}: {} sent by a{} at {}; a{}'s clock was {} ms off from {} to {}",
+                    d.key.incident,
+                    d.by,
+                    d.at,
+                    skew.agent,
+                    skew.off_ms,
+                    skew.from,
+                    skew.until
+                );
+            }
         }
         let same_transition = |k: &NotificationKey, l: &NotificationKey| {
             k.subject == l.subject && k.event == l.event && k.repeat == l.repeat
@@ -1706,6 +1783,7 @@ fn connected_mesh() {
             "checked transitions",
             s.transitions_exactly_once > 10 * s.seeds,
         );
+        assert_exercised(&s, "clock_skew pages", s.skew_pages > s.seeds / 5);
         assert_eq!(s.duplicates, 0);
     }
 }

@@ -276,6 +276,15 @@ fn mesh_and_channel_rules_are_enforced() {
         "[[alerts.channels]]\nname = \"m\"\ntype = \"postmark\"\ntoken_env = \"my token\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\n{TARGET}[targets.health]\n"
     );
     assert_error(&secret, "4:13", "expected an environment variable name");
+    let am = |refresh: &str| {
+        format!(
+            "[[alerts.channels]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\nrefresh = \"{refresh}\"\n{TARGET}[targets.health]\n"
+        )
+    };
+    assert_error(&am("0s"), "5:11", "expected a refresh between 1s and 1h");
+    assert_error(&am("2h"), "5:11", "got 2h");
+    assert_error(&am("500ms"), "5:11", "got 500ms");
+    assert!(config::parse(&am("30s"), "pom.toml", None).is_ok());
 }
 
 #[test]

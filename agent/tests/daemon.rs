@@ -10,13 +10,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use mesh_proto::{CheckId, Observation, Status, Timestamp};
 use pom::testbed::http::TestServer;
 use process::*;
@@ -576,36 +571,14 @@ async fn a_full_disk_is_logged_loudly_and_probes_and_alerts_go_on() {
     });
 }
 
-/// An HTTP receiver of Alertmanager's v2 API: records every posted alert list.
-#[derive(Clone, Default)]
-struct AlertmanagerSink {
-    posts: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn receive_alerts(State(sink): State<AlertmanagerSink>, body: String) -> StatusCode {
-    let alerts: Value = serde_json::from_str(&body).expect("Alertmanager gets JSON");
-    sink.posts.lock().unwrap().push(alerts);
-    StatusCode::OK
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_incident_is_posted_to_alertmanager_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let am = AlertmanagerSink::default();
-    let am_server = TestServer::http(
-        Router::new()
-            .route("/api/v2/alerts", post(receive_alerts))
-            .with_state(am.clone()),
-    )
-    .await
-    .unwrap();
+    let (am, am_server) = AlertmanagerSink::start().await;
     let (shop, shop_server) = Target::start().await;
     let (_cdn, cdn_server) = Target::start().await;
     let config = alerts_section("1s")
-        + &format!(
-            "[[alerts.channels]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://{}\"\n\n",
-            am_server.addr()
-        )
+        + &AlertmanagerSink::channel(&am_server)
         + &target("shop", shop_server.port(), "")
         + &target("cdn", cdn_server.port(), "");
     tokio::task::block_in_place(|| {

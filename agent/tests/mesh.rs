@@ -47,9 +47,11 @@ fn mesh_section(certs: &Path, listen: u16, peers: &[(&str, u16)]) -> String {
     out
 }
 
-/// Three agents watching one target, alerting to one webhook sink.
+/// Three agents watching one target, alerting to one webhook sink (and to Alertmanager when
+/// asked).
 struct Mesh {
     sink: Sink,
+    am: AlertmanagerSink,
     target: Target,
     agents: Vec<Agent>,
     ports: Vec<u16>,
@@ -57,28 +59,39 @@ struct Mesh {
     dir: tempfile::TempDir,
     shared: String,
     url: String,
-    _servers: [TestServer; 2],
+    _servers: Vec<TestServer>,
 }
 
 impl Mesh {
     async fn start(cooldown: &str) -> Self {
-        Self::start_with(cooldown, None).await
+        Self::start_with(cooldown, None, None).await
     }
 
-    /// Like [`start`](Self::start), with `targets` (config) instead of the `shop` target.
-    async fn start_with(cooldown: &str, targets: Option<String>) -> Self {
+    /// Like [`start`](Self::start), with `targets` (config) instead of the `shop` target, and
+    /// an Alertmanager channel besides the webhook, refreshing every `alertmanager`, if given.
+    async fn start_with(
+        cooldown: &str,
+        targets: Option<String>,
+        alertmanager: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         pom::pki::init_ca(&ca, 365, false).unwrap();
         let (sink, sink_server) = Sink::start().await;
         let (target, target_server) = Target::start().await;
+        let (am, am_server) = AlertmanagerSink::start().await;
         let url = hook_url(&sink_server);
+        let am_channel = alertmanager.map_or_else(String::new, |refresh| {
+            AlertmanagerSink::channel(&am_server) + &format!("refresh = \"{refresh}\"\n\n")
+        });
         let shared = alerts_section(cooldown)
             + WEBHOOK
+            + &am_channel
             + &targets.unwrap_or_else(|| process::target("shop", target_server.port(), ""));
         let ports: Vec<u16> = NAMES.iter().map(|_| free_udp_port()).collect();
         let mut mesh = Self {
             sink,
+            am,
             target,
             agents: Vec::new(),
             ports,
@@ -86,7 +99,7 @@ impl Mesh {
             dir,
             shared,
             url,
-            _servers: [sink_server, target_server],
+            _servers: vec![sink_server, target_server, am_server],
         };
         let agents: Vec<Agent> = tokio::task::block_in_place(|| {
             let mut agents: Vec<Agent> = (0..NAMES.len()).map(|i| mesh.launch(i)).collect();
@@ -363,6 +376,122 @@ async fn when_the_notifier_dies_mid_incident_another_agent_resolves_it_once() {
     });
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notifier_back_after_another_agent_resolved_its_incident_does_not_refire_it_at_alertmanager()
+ {
+    let mut mesh = Mesh::start_with("10s", None, Some("60s")).await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        mesh.target.set(503);
+        poll("the firing at Alertmanager", || {
+            !mesh.am.alerts("shop/health").is_empty()
+        });
+        for i in [1, 2] {
+            poll("the firing known as sent", || {
+                mesh_status(&mesh.agents[i])["self"]["notifications"]["sent"] == 1
+            });
+        }
+        // astra, which sent the firing (and re-posts it while the incident is open), dies; the
+        // site recovers and edge resolves the incident.
+        mesh.agents[0].kill9();
+        mesh.target.set(200);
+        poll("the resolve at Alertmanager", || {
+            mesh.am
+                .alerts("shop/health")
+                .last()
+                .is_some_and(|a| a.get("endsAt").is_some())
+        });
+        let resolved = alerts(&mesh.sink, "shop/health", "resolved");
+        assert_eq!(resolved[0]["sent_by"], "edge");
+        // astra comes back with the incident open in its store. Once it has caught up, the
+        // incident is over for it too: it must not post the old firing again, which would
+        // open the alert at Alertmanager a second time, with nobody left to resolve it.
+        mesh.agents[0].spawn();
+        mesh.wait_connected(&[0, 1, 2]);
+        poll("astra to agree that shop is up", || {
+            http_get(&format!("{}/api/status", mesh.agents[0].api), Some(TOKEN))
+                .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                .is_some_and(|v| {
+                    v["checks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["id"] == "shop/health" && c["verdict"] == "up")
+                })
+        });
+        mesh.agents[0].wait_runs(5);
+        let again = firing_after_resolve(&mesh.am, "shop/health");
+        assert!(
+            again.is_empty(),
+            "firing again after the resolve: {again:?}"
+        );
+        assert_eq!(alerts(&mesh.sink, "shop/health", "firing").len(), 1);
+    });
+}
+
+/// The alerts posted to Alertmanager about `check` after its first resolve that have no
+/// `endsAt` (firing again).
+fn firing_after_resolve(am: &AlertmanagerSink, check: &str) -> Vec<Value> {
+    let posts = am.alerts(check);
+    let resolve = posts
+        .iter()
+        .position(|a| a.get("endsAt").is_some())
+        .expect("the resolve was posted");
+    posts[resolve..]
+        .iter()
+        .filter(|a| a.get("endsAt").is_none())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sender_whose_incident_another_agent_resolved_stops_refreshing_it_at_alertmanager() {
+    let mut mesh = Mesh::start_with("10s", None, Some("1s")).await;
+    tokio::task::block_in_place(|| {
+        mesh.wait_connected(&[0, 1, 2]);
+        // astra, first in the notifier order, is down when the site fails: edge sends the
+        // firing and re-posts it to Alertmanager every second.
+        mesh.agents[0].kill9();
+        mesh.target.set(503);
+        poll("the firing", || {
+            !alerts(&mesh.sink, "shop/health", "firing").is_empty()
+        });
+        assert_eq!(
+            alerts(&mesh.sink, "shop/health", "firing")[0]["sent_by"],
+            "edge"
+        );
+        poll("edge's refreshes", || {
+            mesh.am.alerts("shop/health").len() >= 3
+        });
+        // astra is back, first in the order again, and sends the resolved.
+        mesh.agents[0].spawn();
+        mesh.wait_connected(&[0, 1, 2]);
+        mesh.target.set(200);
+        poll("the resolved", || {
+            !alerts(&mesh.sink, "shop/health", "resolved").is_empty()
+        });
+        assert_eq!(
+            alerts(&mesh.sink, "shop/health", "resolved")[0]["sent_by"],
+            "astra"
+        );
+        poll("the resolve at Alertmanager", || {
+            mesh.am
+                .alerts("shop/health")
+                .iter()
+                .any(|a| a.get("endsAt").is_some())
+        });
+        // Several refresh periods later, edge has not posted its firing again.
+        mesh.agents[1].wait_runs(5);
+        let again = firing_after_resolve(&mesh.am, "shop/health");
+        assert!(
+            again.is_empty(),
+            "firing again after the resolve: {again:?}"
+        );
+        assert_eq!(alerts(&mesh.sink, "shop/health", "firing").len(), 1);
+        assert_eq!(alerts(&mesh.sink, "shop/health", "resolved").len(), 1);
+    });
+}
+
 /// `pom_outbox_pending` from /metrics: alerts queued and not delivered yet.
 fn outbox_pending(agent: &Agent) -> u64 {
     let text = http_get(&format!("{}/metrics", agent.api), None).unwrap_or_default();
@@ -511,7 +640,7 @@ async fn an_agent_that_loses_its_network_is_reported_by_its_peers_and_pages_noth
     let shop = blocking_target(blocked.clone()).await;
     let cdn = blocking_target(blocked.clone()).await;
     let targets = target("shop", shop.port(), "") + &target("cdn", cdn.port(), "");
-    let mesh = Mesh::start_with("10s", Some(targets)).await;
+    let mesh = Mesh::start_with("10s", Some(targets), None).await;
     tokio::task::block_in_place(|| {
         mesh.wait_connected(&[0, 1, 2]);
         blocked.store(true, Ordering::SeqCst);

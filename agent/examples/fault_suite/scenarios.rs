@@ -411,8 +411,19 @@ fn clock_skew(s: &mut Suite) -> Outcome {
         t.spawn()?;
         let t0 = now_ms();
         t.wait_ready()?;
-        out.tta_ms
-            .push(s.wait_all(mark, &["clock_skew:third"], "firing", 30.0, t0)?);
+        let firing = s.wait_alert(mark, "clock_skew:third", "firing", 30.0)?;
+        out.tta_ms.push(crate::judge::tta(&firing, t0));
+        // The detail gives third's offset from the clock the others agree on, whoever sends.
+        let detail = firing["detail"].as_str().unwrap_or_default();
+        let off: i64 = detail
+            .strip_prefix("its clock minus the one most agents agree on: ")
+            .and_then(|rest| rest.split_once(" ms"))
+            .and_then(|(ms, _)| ms.parse().ok())
+            .with_context(|| format!("clock_skew:third firing, detail {detail:?}"))?;
+        anyhow::ensure!(
+            (4_000..=6_000).contains(&off),
+            "clock_skew:third firing says third is {off} ms off, not about +5000 ms: {detail:?}"
+        );
         s.settle()?;
         s.wait_runs(20)?;
         let t = s.agent("third");

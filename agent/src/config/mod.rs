@@ -337,6 +337,10 @@ pub struct AlertmanagerChannel {
     pub name: String,
     /// Alertmanager's base URL (alerts go to `/api/v2/alerts` under it).
     pub url: Url,
+    /// How often the firing alert of an open incident is posted again: Alertmanager resolves
+    /// an alert by itself once its `resolve_timeout` passes without one.
+    #[serde(default = "default_alertmanager_refresh", with = "duration")]
+    pub refresh: Duration,
 }
 
 /// `type = "ntfy"`.
@@ -631,6 +635,9 @@ fn default_heartbeat_interval() -> Duration {
 }
 fn default_missed_heartbeats() -> u32 {
     3
+}
+fn default_alertmanager_refresh() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_cooldown() -> Duration {
     Duration::from_secs(5 * 60)

@@ -23,6 +23,8 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest timeout a probe may have.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest an Alertmanager channel may wait before posting an open alert again.
+const MAX_ALERTMANAGER_REFRESH: Duration = Duration::from_secs(3600);
 
 /// One step of a path into the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +288,17 @@ impl Validator {
                     }
                     self.recipients(path(i, "to"), &c.to);
                 }
-                ChannelConfig::Alertmanager(_) => {}
+                ChannelConfig::Alertmanager(c) => {
+                    if !(MIN_INTERVAL..=MAX_ALERTMANAGER_REFRESH).contains(&c.refresh) {
+                        self.report(
+                            path(i, "refresh"),
+                            format!(
+                                "expected a refresh between 1s and 1h (inside Alertmanager's resolve_timeout, 5m by default), got {}",
+                                humantime::format_duration(c.refresh)
+                            ),
+                        );
+                    }
+                }
                 ChannelConfig::Ntfy(c) => {
                     if let Some(env) = &c.token_env {
                         self.env_name(path(i, "token_env"), env);

@@ -216,8 +216,8 @@ pub struct Monitor {
     round: BTreeMap<CheckId, Status>,
     /// Lifecycles as last saved.
     saved: BTreeMap<Subject, Lifecycle>,
-    /// The latest firing alert of each open incident, and when it was last refreshed.
-    open_alerts: BTreeMap<Subject, (Alert, Timestamp)>,
+    /// The latest firing alert this agent sent of each open incident, for refreshes.
+    open_alerts: BTreeMap<Subject, OpenAlert>,
     /// The alert kind each open incident paged with: every later page of the incident, its
     /// `resolved` included, carries the same (a receiver such as Alertmanager matches the
     /// resolve to the firing by it), even if the check's status now points at another kind.
@@ -378,7 +378,14 @@ impl Monitor {
                     self.incident_kinds
                         .insert(subject.clone(), (incident.clone(), alert.alert));
                     if self.refresh_every.is_some() {
-                        self.open_alerts.insert(subject, (alert, Timestamp::EPOCH));
+                        self.open_alerts.insert(
+                            subject,
+                            OpenAlert {
+                                alert,
+                                incident_since: since,
+                                refreshed: Timestamp::EPOCH,
+                            },
+                        );
                     }
                 }
                 Ok(None) => {}
@@ -808,11 +815,18 @@ impl Monitor {
                 self.outbox.send_direct(alert.clone());
             }
         }
-        match alert.event {
-            AlertEvent::Firing => {
-                self.open_alerts.insert(subject.clone(), (alert, now));
+        match (alert.event, lifecycle.and_then(|l| l.open)) {
+            (AlertEvent::Firing, Some(incident)) => {
+                self.open_alerts.insert(
+                    subject.clone(),
+                    OpenAlert {
+                        alert,
+                        incident_since: incident.since,
+                        refreshed: now,
+                    },
+                );
             }
-            AlertEvent::Resolved => {
+            _ => {
                 self.open_alerts.remove(subject);
             }
         }
@@ -841,22 +855,55 @@ impl Monitor {
     }
 
     /// Re-posts open firing alerts to channels that expire them (Alertmanager).
+    ///
+    /// Only while the incident is open here and no agent of the mesh has claimed its
+    /// `resolved`: in a mesh the resolve may come from another agent, before this one's engine
+    /// closes the incident, and a refresh after it would fire the alert again at the receiver.
     async fn refresh(&mut self, now: Timestamp) {
         let Some(every) = self.refresh_every else {
             return;
         };
-        for (alert, last) in self.open_alerts.values_mut() {
-            if now.millis_since(*last) < millis(every) {
+        let resolved: BTreeSet<&str> = self
+            .mesh
+            .iter()
+            .flat_map(|node| {
+                node.state()
+                    .log()
+                    .entries()
+                    .filter(|e| e.event == AlertEvent::Resolved)
+                    .map(|e| e.incident.as_str())
+            })
+            .collect();
+        let engine = &self.engine;
+        self.open_alerts.retain(|subject, open| {
+            !resolved.contains(open.alert.incident.as_str())
+                && engine
+                    .lifecycle(subject)
+                    .and_then(|l| l.open)
+                    .is_some_and(|incident| incident.since == open.incident_since)
+        });
+        for open in self.open_alerts.values_mut() {
+            if now.millis_since(open.refreshed) < millis(every) {
                 continue;
             }
-            match self.outbox.refresh(alert, now).await {
-                Ok(()) => *last = now,
+            match self.outbox.refresh(&open.alert, now).await {
+                Ok(()) => open.refreshed = now,
                 Err(e) => {
-                    tracing::warn!(check = %alert.check, error = %e, "cannot queue an alert refresh")
+                    tracing::warn!(check = %open.alert.check, error = %e, "cannot queue an alert refresh")
                 }
             }
         }
     }
+}
+
+/// A firing alert this agent sent, kept to re-post while its incident is open.
+#[derive(Debug)]
+struct OpenAlert {
+    alert: Alert,
+    /// When the incident opened, in this agent's engine: the alert is dropped once that
+    /// incident is closed, whoever sent the `resolved`.
+    incident_since: Timestamp,
+    refreshed: Timestamp,
 }
 
 /// The engine: without the `monitoring_offline` rule in a mesh, where peers judge that.

@@ -60,6 +60,47 @@ pub async fn receive(State(sink): State<Sink>, body: String) -> StatusCode {
     StatusCode::OK
 }
 
+/// An HTTP receiver of Alertmanager's v2 API: records every posted alert list.
+#[derive(Clone, Default)]
+pub struct AlertmanagerSink {
+    pub posts: Arc<Mutex<Vec<Value>>>,
+}
+
+impl AlertmanagerSink {
+    pub async fn start() -> (Self, TestServer) {
+        let sink = Self::default();
+        let router = Router::new()
+            .route("/api/v2/alerts", post(receive_alerts))
+            .with_state(sink.clone());
+        (sink, TestServer::http(router).await.unwrap())
+    }
+
+    /// The config of a channel `am` posting to `server`.
+    pub fn channel(server: &TestServer) -> String {
+        format!(
+            "[[alerts.channels]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://{}\"\n\n",
+            server.addr()
+        )
+    }
+
+    /// Every alert posted, in order, with the check it is about (label `check`).
+    pub fn alerts(&self, check: &str) -> Vec<Value> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|post| post.as_array().cloned().unwrap_or_default())
+            .filter(|a| a["labels"]["check"] == check)
+            .collect()
+    }
+}
+
+async fn receive_alerts(State(sink): State<AlertmanagerSink>, body: String) -> StatusCode {
+    let alerts: Value = serde_json::from_str(&body).expect("Alertmanager gets JSON");
+    sink.posts.lock().unwrap().push(alerts);
+    StatusCode::OK
+}
+
 /// A target whose health answer (status code, delay) can be changed.
 #[derive(Clone)]
 pub struct Target {

@@ -25,7 +25,7 @@
 //!
 //! `startsAt` is when the incident started. `endsAt` is sent only on resolve (the time of
 //! sending). A firing alert without `endsAt` is resolved by Alertmanager itself after its
-//! `resolve_timeout` unless it is posted again: see [`REFRESH_INTERVAL`].
+//! `resolve_timeout` unless it is posted again: every [`Alertmanager::refresh`].
 
 use std::time::Duration;
 
@@ -40,15 +40,15 @@ use crate::config::AlertmanagerChannel;
 use super::http::{self, Client, Endpoint};
 use super::{ChannelError, DeliveryError, Env, rfc3339};
 
-/// How often a firing alert should be posted again: well inside Alertmanager's default
-/// `resolve_timeout` of 5 minutes (Prometheus re-sends every minute).
-pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
 /// `type = "alertmanager"`.
 #[derive(Debug)]
 pub(super) struct Alertmanager {
     client: Client,
     endpoint: Endpoint,
+    /// How often a firing alert is posted again (config `refresh`; 60 s by default, well
+    /// inside Alertmanager's default `resolve_timeout` of 5 minutes, as Prometheus re-sends
+    /// every minute).
+    pub(super) refresh: Duration,
 }
 
 impl Alertmanager {
@@ -57,6 +57,7 @@ impl Alertmanager {
         Ok(Self {
             client: env.client()?,
             endpoint: Endpoint::public(http::join(&base, &["api", "v2", "alerts"])),
+            refresh: config.refresh,
         })
     }
 

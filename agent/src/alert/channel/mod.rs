@@ -320,8 +320,8 @@ impl Channel {
     /// notifier should re-deliver the latest `firing` alert of each open incident this often
     /// (re-posting the same alert is idempotent there). `None` for every other channel.
     pub fn refresh_interval(&self) -> Option<Duration> {
-        match self.kind {
-            Kind::Alertmanager(_) => Some(alertmanager::REFRESH_INTERVAL),
+        match &self.kind {
+            Kind::Alertmanager(c) => Some(c.refresh),
             _ => None,
         }
     }

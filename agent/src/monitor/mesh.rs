@@ -21,7 +21,7 @@ use crate::board::MeshView;
 use crate::clock::{millis, rfc3339};
 use crate::mesh::Node;
 use crate::mesh::node::{Effect, MAX_CLOCK_SKEW_MS};
-use crate::mesh::transport::Event;
+use crate::mesh::transport::{Event, IDLE_TIMEOUT};
 
 /// A mesh certificate this close to expiry raises `mesh_cert_expiry`.
 const CERT_WARN_MS: i64 = 14 * 86_400_000;
@@ -111,8 +111,7 @@ impl Monitor {
                 // Fresh votes at once, rather than at each check's next slot; and the peers
                 // get the time to be heard again before any of them counts as missing.
                 self.back_at = Some(tokio::time::Instant::now());
-                self.rejoin_until =
-                    Some(now.add_millis(node.state().settings().liveness.missing_after_ms()));
+                self.rejoin = Some((now, now.add_millis(rejoin_limit(&node))));
                 self.ask_canaries();
                 self.isolated_since.take()
             }
@@ -125,9 +124,15 @@ impl Monitor {
             self.mesh = Some(node);
             return;
         }
-        let rejoining = self.rejoin_until.is_some_and(|until| now < until);
+        let rejoining = self.rejoin.is_some_and(|(since, until)| {
+            now < until
+                && node
+                    .state()
+                    .peers()
+                    .any(|(_, view)| view.last_heartbeat.is_none_or(|t| t < since))
+        });
         if !rejoining {
-            self.rejoin_until = None;
+            self.rejoin = None;
             for (subject, active) in
                 node.state()
                     .conditions(node.config_hash(), MAX_CLOCK_SKEW_MS, now)
@@ -235,6 +240,16 @@ impl Monitor {
         };
         self.deliver(&subject, alert, now).await;
     }
+}
+
+/// How long after an isolation the mesh conditions wait at most for every peer to be heard
+/// again (ms): the missing deadline, plus the time a connection that died during the outage
+/// can still look open before it is dialled again (QUIC's idle timeout, then a dial). A peer
+/// that is really gone is paged this much later by this agent; its peers page it meanwhile.
+fn rejoin_limit(node: &Node) -> i64 {
+    node.state().settings().liveness.missing_after_ms()
+        + millis(IDLE_TIMEOUT)
+        + node.state().settings().liveness.heartbeat_interval_ms
 }
 
 /// Whether this agent's latest round of every target (at least two) was all unreachable.

@@ -235,9 +235,10 @@ pub struct Monitor {
     /// When this agent's latest isolation ended: a failure from a probe that started before
     /// then describes the outage, not the targets (mesh only).
     back_at: Option<tokio::time::Instant>,
-    /// After an isolation, the mesh conditions (a peer missing, …) wait until this moment,
-    /// so that peers not heard again yet are not paged missing (mesh only).
-    rejoin_until: Option<Timestamp>,
+    /// After an isolation (from when it ended, until when at the latest), the mesh conditions
+    /// (a peer missing, …) wait until every peer is heard again, so that a peer whose
+    /// connection is still being re-established is not paged missing (mesh only).
+    rejoin: Option<(Timestamp, Timestamp)>,
     /// Whether no peer was live at the last round, and whether a check started failing since.
     was_alone: bool,
     alone_failure: bool,
@@ -289,7 +290,7 @@ impl Monitor {
             isolated_since: None,
             alone_settle_until: None,
             back_at: None,
-            rejoin_until: None,
+            rejoin: None,
             was_alone: false,
             alone_failure: false,
             deliveries,

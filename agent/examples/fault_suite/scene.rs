@@ -274,8 +274,9 @@ pub(crate) fn received(dir: &Path, path: &str) -> Vec<Value> {
 }
 
 /// Alertmanager (Debian's `prometheus-alertmanager`) on `host`, without clustering: every alert
-/// is a group of its own, notified at once and resolved within a second, to the sink's
-/// `AM_PATH`. The agents post to it as their second channel.
+/// is a group of its own, notified to the sink's `AM_PATH` at once when the group is new and
+/// within a second (`group_interval`) when a group left by an earlier incident is reused. The
+/// agents post to it as their second channel.
 pub(crate) fn alertmanager(dir: &Path, host: &Host) -> anyhow::Result<Daemon> {
     std::fs::create_dir_all(dir)?;
     let config = dir.join("alertmanager.yml");
